@@ -1,0 +1,240 @@
+"""Cluster IPs, node ports, pod IPs and workload pod names: assigned once, kept in SQLite.
+
+`assign` is the pure rule; `Store` keeps its results in an embedded SQLite database in the state
+directory so that values never change across restarts while their owner exists, every process reading
+the same zones and state agrees on them, and they are released when the owner disappears.
+
+The rule, for each pool (a space of values that must be unique):
+1. a value already held by an owner that still exists, and still wants it, stays with that owner;
+2. explicit wishes are honoured in declaration order when valid and free, else refused with the reason
+   the API server gives ("provided IP is already allocated");
+3. everything else gets the first free value probing from a hash of the owner's name, so that even a
+   fresh state directory hands the same object the same value.
+Each `Store.allocate` runs in one write transaction, so processes that start together serialize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+NODE_PORT_RANGE = (30000, 32767)
+
+
+class Space(Protocol):
+    """Where a pool's values come from, and which explicit values it accepts."""
+
+    def invalid(self, value: str) -> str | None:
+        """Why `value` can't be used here, or None."""
+
+    def candidates(self, owner: str) -> Iterator[str]:
+        """Values to try, in order, for an owner without a wish."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    owner: str  # unique within its pool, e.g. "default/web IPv4"
+    space: Space
+    wish: str | None = None  # an explicit value from the manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a claim got no value; the message reads like the API server's."""
+
+    message: str
+
+
+def _hash(owner: str, salt: int = 0) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{owner}#{salt}".encode(), digest_size=8).digest(), "big")
+
+
+def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | Refusal]:
+    """Give each claim a value, keeping what `held` (owner -> value) says where it still fits."""
+    taken: dict[str, str] = {}
+    result: dict[str, str | Refusal] = {}
+    for c in claims:  # 1. keep
+        value = held.get(c.owner)
+        if value is not None and c.wish in (None, value) and value not in taken and not c.space.invalid(value):
+            taken[value] = c.owner
+            result[c.owner] = value
+    for c in claims:  # 2. explicit
+        if c.owner in result or c.wish is None:
+            continue
+        why = c.space.invalid(c.wish)
+        if why:
+            result[c.owner] = Refusal(why)
+        elif c.wish in taken:
+            result[c.owner] = Refusal(f"{c.wish}: provided value is already allocated (to {taken[c.wish]})")
+        else:
+            taken[c.wish] = c.owner
+            result[c.owner] = c.wish
+    for c in claims:  # 3. automatic
+        if c.owner in result:
+            continue
+        for value in c.space.candidates(c.owner):
+            if value not in taken:
+                taken[value] = c.owner
+                result[c.owner] = value
+                break
+        else:
+            result[c.owner] = Refusal("no free value left in the range")
+    return result
+
+
+class IPSpace:
+    """Addresses from `allocating` (one network), accepting explicit ones from any of `valid`.
+
+    Like the API server, automatic allocation prefers the upper band of the range and leaves the
+    lower band (min(max(16, size/16), 256) addresses) to explicit requests, so that well-known
+    addresses such as the kubernetes service's .1 and kube-dns' .10 stay free.
+    """
+
+    def __init__(self, allocating: str, valid: Sequence[str], what: str = "IP") -> None:
+        self.net = ipaddress.ip_network(allocating)
+        self.valid = [ipaddress.ip_network(v) for v in valid]
+        self.what = what
+        # usable offsets: skip the network address, and the broadcast address for IPv4
+        self.size = self.net.num_addresses - (2 if self.net.version == 4 else 1)
+        self.static_band = min(max(16, self.size // 16), 256) if self.size >= 64 else 0
+
+    def invalid(self, value: str) -> str | None:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value}: not a valid IP address"
+        for net in self.valid:
+            if ip in net:
+                if ip == net.network_address or (net.version == 4 and ip == net.broadcast_address):
+                    return f"{value}: the {'network' if ip == net.network_address else 'broadcast'} address of {net} can't be used"
+                return None
+        ranges = ", ".join(str(n) for n in self.valid)
+        return f"{value}: provided {self.what} is not in the valid range. The range of valid IPs is {ranges}"
+
+    def candidates(self, owner: str) -> Iterator[str]:
+        if self.size <= 0:
+            return
+        base = int(self.net.network_address) + 1
+        dynamic = self.size - self.static_band
+        start = _hash(owner) % dynamic
+        for i in range(dynamic):
+            yield str(ipaddress.ip_address(base + self.static_band + (start + i) % dynamic))
+        for i in range(self.static_band):
+            yield str(ipaddress.ip_address(base + i))
+
+
+class PortSpace:
+    """Node ports from a range (30000-32767 by default)."""
+
+    def __init__(self, low: int = NODE_PORT_RANGE[0], high: int = NODE_PORT_RANGE[1]) -> None:
+        self.low, self.high = low, high
+
+    def invalid(self, value: str) -> str | None:
+        if not value.isdigit() or not self.low <= int(value) <= self.high:
+            return (
+                f"{value}: provided port is not in the valid range. "
+                f"The range of valid ports is {self.low}-{self.high}"
+            )
+        return None
+
+    def candidates(self, owner: str) -> Iterator[str]:
+        size = self.high - self.low + 1
+        start = _hash(owner) % size
+        for i in range(size):
+            yield str(self.low + (start + i) % size)
+
+
+class SuffixSpace:
+    """Pod names `<prefix>-<5 characters>` as the ReplicaSet controller makes them."""
+
+    ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def invalid(self, value: str) -> str | None:
+        return None
+
+    def candidates(self, owner: str) -> Iterator[str]:
+        for salt in range(1000):
+            n = _hash(owner, salt)
+            chars = []
+            for _ in range(5):
+                n, r = divmod(n, len(self.ALPHABET))
+                chars.append(self.ALPHABET[r])
+            yield f"{self.prefix}-{''.join(chars)}"
+
+
+class Store:
+    """Allocations kept in `<state>/allocations.sqlite3`; in memory when `state` is None."""
+
+    SCHEMA = """
+        CREATE TABLE IF NOT EXISTS allocations (
+            pool TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            value TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (pool, owner)
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS allocations_value ON allocations (pool, value);
+    """
+
+    def __init__(self, state: str | None) -> None:
+        self.path = os.path.join(state, "allocations.sqlite3") if state else ":memory:"
+        if state:
+            os.makedirs(state, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout = 60000")
+        if state:
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.executescript(self.SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def allocate(
+        self, pools: Mapping[str, Sequence[Claim]], now: float
+    ) -> tuple[dict[str, dict[str, str | Refusal]], dict[tuple[str, str], float]]:
+        """Assign every pool's claims in one transaction; release what no claim holds any more.
+
+        Returns each pool's results and the time each (pool, owner) first got its value.
+        """
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            held: dict[str, dict[str, tuple[str, float]]] = {pool: {} for pool in pools}
+            for pool, owner, value, created in db.execute("SELECT pool, owner, value, created FROM allocations"):
+                held.setdefault(pool, {})[owner] = (value, created)
+            results: dict[str, dict[str, str | Refusal]] = {}
+            created_at: dict[tuple[str, str], float] = {}
+            drop: list[tuple[str, str]] = []
+            add: list[tuple[str, str, str, float]] = []
+            for pool, rows in held.items():
+                claims = pools.get(pool)
+                if claims is None:  # a pool this build does not manage: leave it alone
+                    continue
+                result = assign(claims, {owner: v for owner, (v, _) in rows.items()})
+                results[pool] = result
+                for owner, (value, created) in rows.items():
+                    if result.get(owner) != value:
+                        drop.append((pool, owner))
+                    else:
+                        created_at[(pool, owner)] = created
+                for owner, got in result.items():
+                    if isinstance(got, str) and (pool, owner) not in created_at:
+                        add.append((pool, owner, got, now))
+                        created_at[(pool, owner)] = now
+            db.executemany("DELETE FROM allocations WHERE pool = ? AND owner = ?", drop)
+            db.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?)", add)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results, created_at

@@ -1,0 +1,194 @@
+"""The `clusterdns` command line: argparse subcommands; the only place that sets up logging.
+
+`main(argv=None) -> int` returns the exit status, so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import yaml
+
+from clusterdns import envvars, kubectl
+from clusterdns.manifests import read_file
+from clusterdns.model import Pod, Workload
+from clusterdns.registry import Config, ConfigError, Registry
+from clusterdns.zones import Zones, ZonesError, open_store
+
+log = logging.getLogger("clusterdns")
+
+
+class UsageError(Exception):
+    """A flag combination that can't work; printed as `clusterdns: error: ...`, exit 2."""
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options every subcommand accepts; on subcommands they default to "not given"."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("global options")
+    g.add_argument("--zones", metavar="DIR", default=default("zones"), help="manifest directory (default ./zones)")
+    g.add_argument(
+        "--state", metavar="DIR", default=default(None),
+        help="allocation state directory (default ~/.local/state/clusterdns/<zones hash>)",
+    )
+    g.add_argument(
+        "--service-cidr", metavar="CIDR[,CIDR...]", default=default("10.0.0.0/16"),
+        help="service IP ranges; the first of each IP family allocates (default 10.0.0.0/16)",
+    )
+    g.add_argument(
+        "--pod-cidr", metavar="CIDR", default=default("10.244.0.0/16"),
+        help="pod IP range, or an IPv4 and an IPv6 range (default 10.244.0.0/16)",
+    )
+    g.add_argument("--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)")
+    g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log debug detail")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clusterdns",
+        description="Kubernetes Services, cluster DNS and service environment variables from plain manifests.",
+    )
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _global_options(p, suppress=True)
+        return p
+
+    command("check", "load every manifest and report every problem; exit 1 if there is one")
+
+    p = command("get", "list services, endpoints, pods or namespaces as kubectl does")
+    p.add_argument("resource", help="services|svc|endpoints|ep|pods|po|namespaces|ns")
+    p.add_argument("name", nargs="?", help="only this object")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    p.add_argument("-o", "--output", choices=["wide", "yaml", "json"], help="output format")
+
+    p = command("describe", "show one service in detail, as kubectl describe does")
+    p.add_argument("resource", choices=["service", "services", "svc"], help="service|svc")
+    p.add_argument("name")
+    p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+
+    p = command("env", "print the service environment variables the kubelet injects into a container")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--namespace", "-n", metavar="NS", help="variables for a container in this namespace")
+    which.add_argument("--pod", metavar="FILE", help="the whole environment of a container of the Pod in FILE")
+    p.add_argument("--no-service-links", action="store_true", help="as a Pod with enableServiceLinks: false")
+    p.add_argument("--container", "-c", metavar="NAME", help="container of --pod (default: the first)")
+    p.add_argument("--format", choices=["dotenv", "shell", "json"], default="dotenv", help="default dotenv")
+    return parser
+
+
+def load_registry(args: argparse.Namespace) -> Registry:
+    """Read the zones directory into a registry, allocating through the state directory."""
+    try:
+        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    store = open_store(args.state, args.zones)
+    try:
+        return Zones(args.zones, config, store).load(time.time())
+    finally:
+        store.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    registry = load_registry(args)
+    for note in registry.notes:
+        print(f"note: {note}")
+    for problem in registry.problems:
+        print(f"error: {problem}")
+    counts = registry.counts()
+    summary = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
+    if registry.problems:
+        print(f"{len(registry.problems)} problem(s); loaded {summary}")
+        return 1
+    print(f"ok: {summary}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    resource = kubectl.resolve(args.resource)
+    registry = load_registry(args)
+    namespace = None if args.all_namespaces else args.namespace
+    if args.output in ("yaml", "json"):
+        doc = kubectl.get_objects(registry, resource, args.name, namespace)
+        if args.output == "json":
+            print(json.dumps(doc, indent=4))
+        else:
+            print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), end="")
+        return 0
+    print(kubectl.get_table(registry, resource, args.name, namespace, args.output == "wide", time.time()), end="")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    registry = load_registry(args)
+    print(kubectl.describe_service(registry, args.namespace, args.name), end="")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    if args.pod is None and args.container:
+        raise UsageError("--container needs --pod")
+    registry = load_registry(args)
+    if args.namespace is not None:
+        if args.namespace not in registry.namespaces:
+            log.warning("namespace %s has no objects in %s", args.namespace, args.zones)
+        env = envvars.service_env(registry, args.namespace, service_links=not args.no_service_links)
+    else:
+        if args.no_service_links:
+            raise UsageError("--no-service-links goes with --namespace; a Pod says enableServiceLinks itself")
+        env = envvars.container_env(registry, _pod_from_file(args.pod, registry), args.container)
+    print(envvars.format_env(env, args.format), end="")
+    return 0
+
+
+def _pod_from_file(path: str, registry: Registry) -> Pod:
+    """The first Pod (or workload's pod template) in FILE; the registry's copy when it holds that Pod."""
+    result = read_file(path)
+    if result.problems:
+        raise UsageError("\n".join(str(p) for p in result.problems))
+    for obj in result.objects:
+        if isinstance(obj, Pod):
+            return registry.pods.get(obj.key, obj)
+        if isinstance(obj, Workload):
+            t = obj.template
+            for pod in registry.pods.values():  # a running replica, with its name and IP
+                if pod.owner == f"{obj.kind}/{obj.name}" and pod.namespace == obj.namespace:
+                    return pod
+            return Pod(obj.namespace, obj.name, t.spec, t.labels, t.annotations, source=obj.source)
+    raise UsageError(f"{path}: no Pod, Deployment, ReplicaSet or StatefulSet in this file")
+
+
+COMMANDS = {"check": cmd_check, "get": cmd_get, "describe": cmd_describe, "env": cmd_env}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"clusterdns: error: {exc}", file=sys.stderr)
+        return 2
+    except (ZonesError, kubectl.KubectlError, envvars.EnvError) as exc:
+        print(f"{exc}" if isinstance(exc, kubectl.KubectlError) else f"clusterdns: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `clusterdns get ... | head`
+        return 0

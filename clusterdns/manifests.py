@@ -1,0 +1,1022 @@
+"""Kubernetes manifests (YAML or JSON documents) -> typed objects, with file:line errors.
+
+Parsing is pure: `parse_text` takes a file's text and returns its objects and problems. `read_file` is
+the one function here that touches the disk. Each document is validated on its own; a document in error
+is left out with a Problem naming the file, the line, the object and the field path, and everything else
+in the file still loads.
+
+Documents are read with PyYAML's C loader, which keeps no line numbers; lines are found only when needed,
+by composing the file's node tree again and walking it along the failing field path.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import binascii
+import ipaddress
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from clusterdns.labels import (
+    OPERATORS,
+    Requirement,
+    Selector,
+    dns1035_label_error,
+    dns1123_label_error,
+    dns1123_subdomain_error,
+    label_key_error,
+    label_value_error,
+    port_name_error,
+)
+from clusterdns.model import (
+    CLUSTER_IP,
+    EXTERNAL_NAME,
+    PROTOCOLS,
+    SERVICE_TYPES,
+    ConfigMap,
+    Container,
+    ContainerPort,
+    Endpoint,
+    EndpointPort,
+    EndpointsObject,
+    EndpointSlice,
+    EnvFrom,
+    EnvVar,
+    KeyRef,
+    Namespace,
+    Object,
+    Pod,
+    PodSpec,
+    PodTemplate,
+    Secret,
+    Service,
+    ServiceCIDR,
+    ServicePort,
+    Source,
+    Workload,
+)
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
+# Kinds that are read for what clusterdns serves; any other kind is skipped with a note.
+KINDS = (
+    "Namespace",
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
+    "Pod",
+    *WORKLOAD_KINDS,
+    "ConfigMap",
+    "Secret",
+    "ServiceCIDR",
+)
+CLUSTER_SCOPED = ("Namespace", "ServiceCIDR")
+
+Path = tuple[str | int, ...]
+
+
+class ManifestError(Exception):
+    """A field of one object is wrong: raised while parsing, caught per object."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong (or, with `note`, merely worth saying) about the zones, with where and why."""
+
+    path: str
+    line: int
+    subject: str  # "Service default/web", or "" for a file-level problem
+    field: str  # "spec.ports[0].port", or ""
+    message: str
+    note: bool = False  # informational (a skipped kind), not an error
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        parts = [where, self.subject, self.field, self.message]
+        return ": ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one manifest file gives: its objects in document order, and its problems."""
+
+    path: str
+    objects: tuple[Object, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[Problem, ...] = ()
+    stamp: tuple[float, int] = (0.0, 0)  # (mtime, size) of the file when read
+
+
+@dataclass(slots=True)
+class _Doc:
+    """One document with where it sits: its index among the file's documents and its line."""
+
+    data: Any
+    index: int
+    line: int
+    prefix: Path = ()  # ("items", i) for an item of a List
+    owner: list[Any] = field(default_factory=list)  # lazily composed node trees, shared per file
+
+
+def find_files(zones: str) -> list[str]:
+    """Every manifest file under `zones`, recursively, sorted; hidden files and folders are skipped."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(zones):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(MANIFEST_SUFFIXES) and not name.startswith("."):
+                found.append(os.path.join(root, name))
+    return found
+
+
+def read_file(path: str) -> FileResult:
+    """Read and parse one manifest file; an unreadable file is a problem, not an exception."""
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return FileResult(path, problems=(Problem(path, 0, "", "", f"cannot read file: {reason}"),))
+    result = parse_text(text, path)
+    return FileResult(path, result.objects, result.problems, result.notes, (st.st_mtime, st.st_size))
+
+
+def parse_text(text: str, path: str) -> FileResult:
+    """Parse one file's text (YAML, or JSON when `path` ends in .json) into objects and problems."""
+    objects: list[Object] = []
+    problems: list[Problem] = []
+    notes: list[Problem] = []
+    try:
+        docs = list(_documents(text, path))
+    except (yaml.YAMLError, ValueError) as exc:
+        line, reason = _syntax_error(exc)
+        return FileResult(path, problems=(Problem(path, line, "", "", reason),))
+    for doc in docs:
+        try:
+            obj = parse_object(doc.data)
+        except ManifestError as exc:
+            subject = _subject(doc.data)
+            line = _locate(text, path, doc, exc.path)
+            problems.append(Problem(path, line, subject, _format_path(exc.path), exc.message))
+            continue
+        if obj is None:
+            kind = doc.data.get("kind")
+            notes.append(
+                Problem(path, doc.line, _subject(doc.data), "", f"kind {kind} is not used; skipped", True)
+            )
+            continue
+        if obj.source is None:
+            obj = _with_source(obj, Source(path, doc.line))
+        objects.append(obj)
+    return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
+
+
+def _with_source(obj: Object, source: Source) -> Object:
+    return dataclasses.replace(obj, source=source)
+
+
+# --- documents and lines ----------------------------------------------------------------------------
+
+_DOC_MARKER = re.compile(r"^---(?:[ \t]|$)", re.MULTILINE)
+
+
+def _documents(text: str, path: str) -> Iterator[_Doc]:
+    """Yield each non-empty document (and each item of a List) with its line."""
+    if path.endswith(".json"):
+        raw: list[Any] = [json.loads(text)] if text.strip() else []
+        starts = [1]
+    else:
+        raw = list(yaml.load_all(text, Loader=_Loader))
+        starts = _document_lines(text, len(raw))
+    owner: list[Any] = []
+    for index, data in enumerate(raw):
+        if data is None:
+            continue
+        line = starts[index] if index < len(starts) else 0
+        if isinstance(data, dict) and _is_list(data):
+            items = data.get("items")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise _ListError(line, f"items: must be a list, got {_type_name(items)}")
+            for i, item in enumerate(items):
+                if item is None:
+                    continue
+                doc = _Doc(item, index, 0, ("items", i), owner)
+                doc.line = _locate_node(text, path, doc, ()) or line
+                yield doc
+        else:
+            yield _Doc(data, index, line, (), owner)
+
+
+class _ListError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _is_list(data: Mapping[str, Any]) -> bool:
+    kind = data.get("kind")
+    return isinstance(kind, str) and kind.endswith("List") and "items" in data
+
+
+def _document_lines(text: str, count: int) -> list[int]:
+    """The first content line of each of `count` documents, found from the `---` markers."""
+    starts = [m.end() for m in _DOC_MARKER.finditer(text)]
+    if len(starts) + 1 == count:  # the first document has no marker
+        starts.insert(0, 0)
+    elif len(starts) != count:  # markers inside block scalars, or directives: ask the composer
+        return [node.start_mark.line + 1 for node in yaml.compose_all(text, Loader=_Loader)]
+    lines = []
+    pos, line = 0, 1
+    for start in starts:
+        first = _FIRST_CONTENT.search(text, start)
+        end = first.start() if first else start
+        line += text.count("\n", pos, end)
+        pos = end
+        lines.append(line)
+    return lines
+
+
+_FIRST_CONTENT = re.compile(r"^[ \t]*[^#\s-]|^-(?!--(?:[ \t]|$))", re.MULTILINE)
+
+
+def _locate(text: str, path: str, doc: _Doc, field_path: Path) -> int:
+    """The line of `field_path` in `doc`, or of its deepest existing parent."""
+    return _locate_node(text, path, doc, field_path) or doc.line
+
+
+def _locate_node(text: str, path: str, doc: _Doc, field_path: Path) -> int:
+    try:
+        if not doc.owner:
+            if path.endswith(".json"):
+                doc.owner.append(yaml.compose(text, Loader=_Loader))
+            else:
+                doc.owner.extend(yaml.compose_all(text, Loader=_Loader))
+        node: Any = doc.owner[doc.index]
+    except (yaml.YAMLError, IndexError):
+        return 0
+    return _walk(node, (*doc.prefix, *field_path))
+
+
+def locate_in_file(source: Source, field_path: Path) -> int:
+    """The line of `field_path` in the object declared at `source`, reading the file again; 0 if unknown.
+
+    Used for problems found after parsing (an allocation refused, a duplicate), which know only where
+    their object starts.
+    """
+    try:
+        with open(source.path, encoding="utf-8") as f:
+            text = f.read()
+        roots = [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 0
+    candidates: list[Any] = []
+    for root in roots:
+        candidates.append(root)
+        if isinstance(root, yaml.MappingNode):
+            for key, value in root.value:
+                if key.value == "items" and isinstance(value, yaml.SequenceNode):
+                    candidates.extend(value.value)
+    best = None
+    for node in candidates:
+        if node.start_mark.line + 1 <= source.line and (best is None or node.start_mark.line >= best.start_mark.line):
+            best = node
+    if best is None:
+        return 0
+    return _walk(best, field_path)
+
+
+def _walk(node: Any, field_path: Path) -> int:
+    """The line of the deepest node along `field_path` below `node`."""
+    line: int = node.start_mark.line + 1
+    for step in field_path:
+        child = None
+        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == step:
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            child = node.value[step]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _syntax_error(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    if isinstance(exc, _ListError):
+        return exc.line, str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return mark.line + 1, f"invalid YAML: {problem} (column {mark.column + 1})"
+    return 0, f"invalid YAML: {problem}"
+
+
+def _format_path(path: Path) -> str:
+    out = ""
+    for step in path:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        else:
+            out += f".{step}" if out else step
+    return out
+
+
+def _subject(data: Any) -> str:
+    """`Service default/web` for errors, from whatever of kind and metadata is readable."""
+    if not isinstance(data, dict):
+        return ""
+    kind = data.get("kind") if isinstance(data.get("kind"), str) else "object"
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        return str(kind)
+    if kind in CLUSTER_SCOPED:
+        return f"{kind} {name}"
+    ns = meta.get("namespace") if isinstance(meta, dict) else None
+    return f"{kind} {ns if isinstance(ns, str) and ns else 'default'}/{name}"
+
+
+# --- typed field access -----------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _map(d: Mapping[str, Any], key: str, path: Path, required: bool = False) -> dict[str, Any]:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise ManifestError((*path, key), "required field is missing")
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError((*path, key), f"must be a mapping, got {_type_name(value)}")
+    return value
+
+
+def _list(d: Mapping[str, Any], key: str, path: Path, required: bool = False) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise ManifestError((*path, key), "required field is missing")
+        return []
+    if not isinstance(value, list):
+        raise ManifestError((*path, key), f"must be a list, got {_type_name(value)}")
+    return value
+
+
+def _items(d: Mapping[str, Any], key: str, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each element of the list `key`, which must be a mapping, with its path."""
+    for i, item in enumerate(_list(d, key, path)):
+        p = (*path, key, i)
+        if not isinstance(item, dict):
+            raise ManifestError(p, f"must be a mapping, got {_type_name(item)}")
+        yield p, item
+
+
+def _str(d: Mapping[str, Any], key: str, path: Path, required: bool = False, default: str = "") -> str:
+    value = d.get(key)
+    if value is None or (required and value == ""):
+        if required:
+            raise ManifestError((*path, key), "required field is missing")
+        return default
+    if not isinstance(value, str):
+        raise ManifestError((*path, key), f"must be a string, got {_type_name(value)}")
+    return value
+
+
+def _int(d: Mapping[str, Any], key: str, path: Path) -> int | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ManifestError((*path, key), f"must be an integer, got {_type_name(value)}")
+    return value
+
+
+def _bool(d: Mapping[str, Any], key: str, path: Path, default: bool) -> bool:
+    value = d.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ManifestError((*path, key), f"must be true or false, got {_type_name(value)}")
+    return value
+
+
+def _str_map(d: Mapping[str, Any], key: str, path: Path) -> dict[str, str]:
+    m = _map(d, key, path)
+    for k, v in m.items():
+        if not isinstance(v, str):
+            raise ManifestError((*path, key, str(k)), f"must be a string, got {_type_name(v)}")
+    return m
+
+
+def _labels(d: Mapping[str, Any], key: str, path: Path) -> dict[str, str]:
+    labels = _str_map(d, key, path)
+    for k, v in labels.items():
+        problem = label_key_error(str(k)) or label_value_error(v)
+        if problem:
+            raise ManifestError((*path, key, str(k)), problem)
+    return labels
+
+
+def _check(path: Path, problem: str | None) -> None:
+    if problem:
+        raise ManifestError(path, problem)
+
+
+def _port_number(d: Mapping[str, Any], key: str, path: Path, required: bool = True) -> int:
+    value = _int(d, key, path)
+    if value is None:
+        if required:
+            raise ManifestError((*path, key), "required field is missing")
+        return 0
+    if not 1 <= value <= 65535:
+        raise ManifestError((*path, key), f"must be 1-65535, got {value}")
+    return value
+
+
+def _protocol(d: Mapping[str, Any], path: Path) -> str:
+    protocol = _str(d, "protocol", path, default="TCP")
+    if protocol not in PROTOCOLS:
+        raise ManifestError((*path, "protocol"), f"must be one of TCP, UDP, SCTP, got {protocol!r}")
+    return protocol
+
+
+def _ip(value: Any, path: Path) -> str:
+    """A valid IP address, in its canonical text form."""
+    if not isinstance(value, str):
+        raise ManifestError(path, f"must be an IP address, got {_type_name(value)}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ManifestError(path, f"must be a valid IP address, got {value!r}") from None
+
+
+# --- objects ----------------------------------------------------------------------------------------
+
+
+def parse_object(data: Any) -> Object | None:
+    """Validate one document into a typed object; None for a kind clusterdns does not use.
+
+    Raises ManifestError naming the field path (relative to the document) and the reason.
+    """
+    if not isinstance(data, dict):
+        raise ManifestError((), f"a manifest must be a mapping, got {_type_name(data)}")
+    kind = _str(data, "kind", (), required=True)
+    if kind not in KINDS:
+        return None
+    meta = _map(data, "metadata", (), required=True)
+    name = _str(meta, "name", ("metadata",), required=True)
+    if kind in CLUSTER_SCOPED:
+        namespace = ""
+    else:
+        namespace = _str(meta, "namespace", ("metadata",)) or "default"
+        _check(("metadata", "namespace"), dns1123_label_error(namespace))
+    return _PARSERS[kind](data, meta, namespace, name)
+
+
+def _parse_namespace(data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str) -> Namespace:
+    _check(("metadata", "name"), dns1123_label_error(name))
+    return Namespace(name, _labels(meta, "labels", ("metadata",)))
+
+
+def _parse_service_cidr(data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str) -> ServiceCIDR:
+    spec = _map(data, "spec", (), required=True)
+    cidrs = []
+    for i, value in enumerate(_list(spec, "cidrs", ("spec",), required=True)):
+        cidrs.append(parse_cidr(value, ("spec", "cidrs", i)))
+    if not cidrs or len(cidrs) > 2:
+        raise ManifestError(("spec", "cidrs"), f"must hold one or two CIDRs, got {len(cidrs)}")
+    return ServiceCIDR(name, tuple(cidrs))
+
+
+def parse_cidr(value: Any, path: Path) -> str:
+    """A CIDR such as 10.0.0.0/16 with no host bits set, in canonical form."""
+    if not isinstance(value, str):
+        raise ManifestError(path, f"must be a CIDR, got {_type_name(value)}")
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ManifestError(path, f"must be a CIDR such as 10.0.0.0/16, got {value!r} ({exc})") from None
+
+
+def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Service:
+    _check(("metadata", "name"), dns1035_label_error(name))
+    spec = _map(data, "spec", (), required=True)
+    sp: Path = ("spec",)
+    type_ = _str(spec, "type", sp, default=CLUSTER_IP)
+    if type_ not in SERVICE_TYPES:
+        raise ManifestError(
+            ("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {type_!r}"
+        )
+    external_name = ""
+    if type_ == EXTERNAL_NAME:
+        external_name = _str(spec, "externalName", sp, required=True)
+        _check(("spec", "externalName"), dns1123_subdomain_error(external_name.removesuffix(".")))
+    headless, cluster_ips = _cluster_ips(spec, type_)
+    families, policy = _ip_families(spec, cluster_ips)
+    ports = _service_ports(spec, type_, required=not headless and type_ != EXTERNAL_NAME)
+    selector = _labels(spec, "selector", sp) or None
+    external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
+    ingress: list[str] = []
+    status = _map(data, "status", ())
+    for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
+        if item.get("ip") is not None:
+            ingress.append(_ip(item["ip"], (*p, "ip")))
+        elif hostname := _str(item, "hostname", p):
+            ingress.append(hostname)
+    affinity = _str(spec, "sessionAffinity", sp, default="None")
+    if affinity not in ("None", "ClientIP"):
+        raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
+    return Service(
+        namespace=namespace,
+        name=name,
+        type=type_,
+        ports=ports,
+        selector=selector if type_ != EXTERNAL_NAME else None,
+        headless=headless,
+        cluster_ips=cluster_ips,
+        ip_families=families,
+        ip_family_policy=policy,
+        external_name=external_name,
+        external_ips=external_ips,
+        load_balancer_ingress=tuple(ingress),
+        publish_not_ready_addresses=_bool(spec, "publishNotReadyAddresses", sp, False),
+        session_affinity=affinity,
+        labels=_labels(meta, "labels", ("metadata",)),
+        annotations=_str_map(meta, "annotations", ("metadata",)),
+    )
+
+
+def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...]]:
+    """(headless, requested cluster IPs) from clusterIP and clusterIPs, which must agree."""
+    sp: Path = ("spec",)
+    single = _str(spec, "clusterIP", sp)
+    many = _list(spec, "clusterIPs", sp)
+    for i, v in enumerate(many):
+        if not isinstance(v, str):
+            raise ManifestError(("spec", "clusterIPs", i), f"must be a string, got {_type_name(v)}")
+    if single and many and many[0] != single:
+        raise ManifestError(
+            ("spec", "clusterIPs", 0), f"must equal spec.clusterIP ({single!r}), got {many[0]!r}"
+        )
+    requested = list(many) or ([single] if single else [])
+    if type_ == EXTERNAL_NAME:
+        if requested and requested != ["None"]:
+            raise ManifestError(("spec", "clusterIP"), "must not be set for type ExternalName")
+        return False, ()
+    if "None" in requested:
+        if requested != ["None"]:
+            raise ManifestError(("spec", "clusterIPs"), "'None' must be the only value")
+        if type_ != CLUSTER_IP:
+            raise ManifestError(("spec", "clusterIP"), f"may not be 'None' for type {type_}")
+        return True, ()
+    if len(requested) > 2:
+        raise ManifestError(("spec", "clusterIPs"), f"must hold at most two addresses, got {len(requested)}")
+    key = ("clusterIPs", 0) if many else ("clusterIP",)
+    ips = []
+    for i, v in enumerate(requested):
+        ips.append(_ip(v, ("spec", "clusterIPs", i) if many else ("spec", *key)))
+    if len(ips) == 2 and ipaddress.ip_address(ips[0]).version == ipaddress.ip_address(ips[1]).version:
+        raise ManifestError(("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address")
+    return False, tuple(ips)
+
+
+def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    sp: Path = ("spec",)
+    families = []
+    for i, v in enumerate(_list(spec, "ipFamilies", sp)):
+        if v not in ("IPv4", "IPv6"):
+            raise ManifestError(("spec", "ipFamilies", i), f"must be IPv4 or IPv6, got {_type_name(v)}")
+        if v in families:
+            raise ManifestError(("spec", "ipFamilies", i), f"duplicate family {v}")
+        families.append(v)
+    policy = _str(spec, "ipFamilyPolicy", sp)
+    if policy and policy not in ("SingleStack", "PreferDualStack", "RequireDualStack"):
+        raise ManifestError(
+            ("spec", "ipFamilyPolicy"),
+            f"must be SingleStack, PreferDualStack or RequireDualStack, got {policy!r}",
+        )
+    if not policy:
+        policy = "RequireDualStack" if len(families) == 2 or len(cluster_ips) == 2 else "SingleStack"
+    if policy == "SingleStack" and (len(families) > 1 or len(cluster_ips) > 1):
+        raise ManifestError(("spec", "ipFamilyPolicy"), "SingleStack allows one IP family, got two")
+    for i, ip in enumerate(cluster_ips):
+        fam = "IPv4" if ipaddress.ip_address(ip).version == 4 else "IPv6"
+        if i < len(families) and families[i] != fam:
+            raise ManifestError(
+                ("spec", "ipFamilies", i), f"must match clusterIPs[{i}] ({ip} is {fam}), got {families[i]}"
+            )
+    return tuple(families), policy
+
+
+def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
+    ports: list[ServicePort] = []
+    seen_names: set[str] = set()
+    seen_ports: set[tuple[int, str]] = set()
+    items = list(_items(spec, "ports", ("spec",)))
+    if required and not items:
+        raise ManifestError(("spec", "ports"), "required field is missing (a Service needs at least one port)")
+    for p, item in items:
+        name = _str(item, "name", p)
+        if name:
+            _check((*p, "name"), dns1123_label_error(name))
+            if name in seen_names:
+                raise ManifestError((*p, "name"), f"duplicate port name {name!r}")
+            seen_names.add(name)
+        elif len(items) > 1:
+            raise ManifestError((*p, "name"), "required when a Service has more than one port")
+        port = _port_number(item, "port", p)
+        protocol = _protocol(item, p)
+        if (port, protocol) in seen_ports:
+            raise ManifestError((*p, "port"), f"duplicate port {port}/{protocol}")
+        seen_ports.add((port, protocol))
+        target: int | str = port
+        raw_target = item.get("targetPort")
+        if isinstance(raw_target, str) and raw_target.isdigit():
+            raw_target = int(raw_target)
+        if isinstance(raw_target, str):
+            _check((*p, "targetPort"), port_name_error(raw_target))
+            target = raw_target
+        elif raw_target is not None:
+            target = _port_number(item, "targetPort", p) if not isinstance(raw_target, int) else raw_target
+            if isinstance(raw_target, bool) or not 1 <= target <= 65535:
+                raise ManifestError((*p, "targetPort"), f"must be 1-65535 or a port name, got {raw_target!r}")
+        node_port = _int(item, "nodePort", p)
+        if node_port is not None and node_port != 0:
+            if type_ not in ("NodePort", "LoadBalancer"):
+                raise ManifestError((*p, "nodePort"), f"may not be used when type is {type_}")
+        else:
+            node_port = None
+        ports.append(ServicePort(name, port, protocol, target, node_port))
+    return tuple(ports)
+
+
+def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Pod:
+    _check(("metadata", "name"), dns1123_subdomain_error(name))
+    spec = _pod_spec(_map(data, "spec", (), required=True), ("spec",))
+    status = _map(data, "status", ())
+    st: Path = ("status",)
+    ips: list[str] = []
+    for i, item in enumerate(_list(status, "podIPs", st)):
+        p = ("status", "podIPs", i)
+        if not isinstance(item, dict):
+            raise ManifestError(p, f"must be a mapping, got {_type_name(item)}")
+        ips.append(_ip(item.get("ip"), (*p, "ip")))
+    if status.get("podIP") is not None:
+        ip = _ip(status["podIP"], ("status", "podIP"))
+        if ips and ips[0] != ip:
+            raise ManifestError(("status", "podIPs", 0), f"must equal status.podIP ({ip}), got {ips[0]}")
+        ips = ips or [ip]
+    phase = _str(status, "phase", st, default="Running")
+    ready = phase == "Running"
+    for p, cond in _items(status, "conditions", st):
+        if _str(cond, "type", p) == "Ready":
+            ready = _str(cond, "status", p) == "True"
+    host_ip = _ip(status["hostIP"], ("status", "hostIP")) if status.get("hostIP") is not None else ""
+    return Pod(
+        namespace=namespace,
+        name=name,
+        spec=spec,
+        labels=_labels(meta, "labels", ("metadata",)),
+        annotations=_str_map(meta, "annotations", ("metadata",)),
+        ips=tuple(ips),
+        host_ip=host_ip,
+        ready=ready,
+        phase=phase,
+        uid=_str(meta, "uid", ("metadata",)),
+    )
+
+
+def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
+    containers = _containers(spec, "containers", path, required=True)
+    init = _containers(spec, "initContainers", path, required=False)
+    ports: set[str] = set()
+    for c_index, c in enumerate(containers):
+        for p_index, port in enumerate(c.ports):
+            if port.name and port.name in ports:
+                raise ManifestError(
+                    (*path, "containers", c_index, "ports", p_index, "name"), f"duplicate port name {port.name!r}"
+                )
+            ports.add(port.name)
+    hostname = _str(spec, "hostname", path)
+    subdomain = _str(spec, "subdomain", path)
+    if hostname:
+        _check((*path, "hostname"), dns1123_label_error(hostname))
+    if subdomain:
+        _check((*path, "subdomain"), dns1123_label_error(subdomain))
+    return PodSpec(
+        containers=containers,
+        init_containers=init,
+        hostname=hostname,
+        subdomain=subdomain,
+        enable_service_links=_bool(spec, "enableServiceLinks", path, True),
+        host_network=_bool(spec, "hostNetwork", path, False),
+        node_name=_str(spec, "nodeName", path),
+        service_account_name=_str(spec, "serviceAccountName", path) or _str(spec, "serviceAccount", path)
+        or "default",
+    )
+
+
+def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> tuple[Container, ...]:
+    out: list[Container] = []
+    names: set[str] = set()
+    items = list(_items(spec, key, path))
+    if required and not items:
+        raise ManifestError((*path, key), "required field is missing (a Pod needs at least one container)")
+    for p, item in items:
+        name = _str(item, "name", p, required=True)
+        _check((*p, "name"), dns1123_label_error(name))
+        if name in names:
+            raise ManifestError((*p, "name"), f"duplicate container name {name!r}")
+        names.add(name)
+        ports = []
+        for pp, port in _items(item, "ports", p):
+            port_name = _str(port, "name", pp)
+            if port_name:
+                _check((*pp, "name"), port_name_error(port_name))
+            ports.append(ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp)))
+        out.append(
+            Container(
+                name=name,
+                image=_str(item, "image", p),
+                ports=tuple(ports),
+                env=tuple(_env_var(ep, e) for ep, e in _items(item, "env", p)),
+                env_from=tuple(_env_from(ep, e) for ep, e in _items(item, "envFrom", p)),
+                resources={
+                    k: {str(rk): str(rv) for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()}
+                    for k in ("limits", "requests")
+                },
+            )
+        )
+    return tuple(out)
+
+
+def _env_var(path: Path, item: dict[str, Any]) -> EnvVar:
+    name = _str(item, "name", path, required=True)
+    if "=" in name:
+        raise ManifestError((*path, "name"), f"must not contain '=', got {name!r}")
+    value = _str(item, "value", path)
+    source = _map(item, "valueFrom", path)
+    if not source:
+        return EnvVar(name, value)
+    if value:
+        raise ManifestError((*path, "valueFrom"), "may not be set when value is not empty")
+    vp = (*path, "valueFrom")
+    if "fieldRef" in source:
+        ref = _map(source, "fieldRef", vp)
+        return EnvVar(name, field_path=_str(ref, "fieldPath", (*vp, "fieldRef"), required=True))
+    if "resourceFieldRef" in source:
+        ref = _map(source, "resourceFieldRef", vp)
+        rp = (*vp, "resourceFieldRef")
+        divisor = ref.get("divisor")
+        return EnvVar(
+            name,
+            resource=_str(ref, "resource", rp, required=True),
+            divisor="" if divisor is None else str(divisor),
+            value=_str(ref, "containerName", rp),
+        )
+    for key in ("configMapKeyRef", "secretKeyRef"):
+        if key in source:
+            ref = _map(source, key, vp)
+            rp = (*vp, key)
+            key_ref = KeyRef(
+                _str(ref, "name", rp, required=True),
+                _str(ref, "key", rp, required=True),
+                _bool(ref, "optional", rp, False),
+            )
+            if key == "configMapKeyRef":
+                return EnvVar(name, config_map_key=key_ref)
+            return EnvVar(name, secret_key=key_ref)
+    raise ManifestError(vp, "must set one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef")
+
+
+def _env_from(path: Path, item: dict[str, Any]) -> EnvFrom:
+    prefix = _str(item, "prefix", path)
+    for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+        if key in item:
+            ref = _map(item, key, path)
+            rp = (*path, key)
+            return EnvFrom(kind, _str(ref, "name", rp, required=True), prefix, _bool(ref, "optional", rp, False))
+    raise ManifestError(path, "must set configMapRef or secretRef")
+
+
+def parse_selector(value: Any, path: Path) -> Selector:
+    """A workload's `spec.selector` (matchLabels and matchExpressions)."""
+    if not isinstance(value, dict):
+        raise ManifestError(path, f"must be a mapping, got {_type_name(value)}")
+    match_labels = _labels(value, "matchLabels", path)
+    expressions: list[Requirement] = []
+    for p, item in _items(value, "matchExpressions", path):
+        key = _str(item, "key", p, required=True)
+        _check((*p, "key"), label_key_error(key))
+        op = _str(item, "operator", p, required=True)
+        if op not in OPERATORS:
+            raise ManifestError((*p, "operator"), f"must be one of {', '.join(OPERATORS)}, got {op!r}")
+        values = _list(item, "values", p)
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise ManifestError((*p, "values", i), f"must be a string, got {_type_name(v)}")
+            _check((*p, "values", i), label_value_error(v))
+        if op in ("In", "NotIn") and not values:
+            raise ManifestError((*p, "values"), f"must be non-empty for operator {op}")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ManifestError((*p, "values"), f"must be empty for operator {op}")
+        expressions.append(Requirement(key, op, frozenset(values)))
+    return Selector(match_labels, tuple(expressions))
+
+
+def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Workload:
+    kind = data["kind"]
+    _check(("metadata", "name"), dns1123_subdomain_error(name))
+    spec = _map(data, "spec", (), required=True)
+    sp: Path = ("spec",)
+    replicas = _int(spec, "replicas", sp)
+    if replicas is None:
+        replicas = 1
+    if replicas < 0:
+        raise ManifestError(("spec", "replicas"), f"must be 0 or more, got {replicas}")
+    template = _map(spec, "template", sp, required=True)
+    tp: Path = ("spec", "template")
+    tmeta = _map(template, "metadata", tp)
+    labels = _labels(tmeta, "labels", (*tp, "metadata"))
+    if "selector" not in spec or spec["selector"] is None:
+        raise ManifestError(("spec", "selector"), "required field is missing")
+    selector = parse_selector(spec["selector"], ("spec", "selector"))
+    if selector.empty:
+        raise ManifestError(("spec", "selector"), "must not be empty")
+    if not selector.matches(labels):
+        raise ManifestError(
+            ("spec", "template", "metadata", "labels"), f"do not match spec.selector ({selector})"
+        )
+    pod_spec = _pod_spec(_map(template, "spec", tp, required=True), (*tp, "spec"))
+    service_name = ""
+    if kind == "StatefulSet":
+        service_name = _str(spec, "serviceName", sp)
+        if service_name:
+            _check(("spec", "serviceName"), dns1035_label_error(service_name))
+    annotations = _str_map(tmeta, "annotations", (*tp, "metadata"))
+    return Workload(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        replicas=replicas,
+        selector=selector,
+        template=PodTemplate(labels, annotations, pod_spec),
+        service_name=service_name,
+        template_hash=template_hash(template) if kind == "Deployment" else "",
+        labels=_labels(meta, "labels", ("metadata",)),
+    )
+
+
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand
+
+
+def safe_encode(text: str) -> str:
+    """rand.SafeEncodeString: map each character into an alphabet without vowels or look-alikes."""
+    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in text)
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A pod-template-hash: a 32-bit hash of the pod template, safe-encoded as the Deployment
+    controller encodes its FNV-32a hash (the bytes hashed differ from Go's object dump, so the values
+    differ from a real cluster's; what matters is that they are stable and change with the template)."""
+    digest = zlib.crc32(json.dumps(template, sort_keys=True, default=str).encode())
+    return safe_encode(str(digest))
+
+
+def _endpoint_ports(item: dict[str, Any], path: Path) -> tuple[EndpointPort, ...]:
+    ports = []
+    for p, port in _items(item, "ports", path):
+        name = _str(port, "name", p)
+        ports.append(EndpointPort(name, _port_number(port, "port", p), _protocol(port, p)))
+    return tuple(ports)
+
+
+def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointsObject:
+    _check(("metadata", "name"), dns1035_label_error(name))
+    endpoints: list[Endpoint] = []
+    for sp, subset in _items(data, "subsets", ()):
+        ports = _endpoint_ports(subset, sp)
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for ap, address in _items(subset, key, sp):
+                hostname = _str(address, "hostname", ap)
+                if hostname:
+                    _check((*ap, "hostname"), dns1123_label_error(hostname))
+                target = _map(address, "targetRef", ap)
+                endpoints.append(
+                    Endpoint(
+                        ip=_ip(address.get("ip"), (*ap, "ip")),
+                        ports=ports,
+                        ready=ready,
+                        hostname=hostname,
+                        node_name=_str(address, "nodeName", ap),
+                        pod=_str(target, "name", (*ap, "targetRef")),
+                    )
+                )
+    return EndpointsObject(namespace, name, tuple(endpoints))
+
+
+def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointSlice:
+    _check(("metadata", "name"), dns1123_subdomain_error(name))
+    labels = _labels(meta, "labels", ("metadata",))
+    service_name = labels.get("kubernetes.io/service-name", "")
+    if not service_name:
+        raise ManifestError(("metadata", "labels"), "needs the label kubernetes.io/service-name")
+    address_type = _str(data, "addressType", (), required=True)
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        raise ManifestError(("addressType",), f"must be IPv4, IPv6 or FQDN, got {address_type!r}")
+    ports = _endpoint_ports(data, ())
+    endpoints: list[Endpoint] = []
+    for ep, item in _items(data, "endpoints", ()):
+        conditions = _map(item, "conditions", ep)
+        ready = _bool(conditions, "ready", (*ep, "conditions"), True)
+        hostname = _str(item, "hostname", ep)
+        if hostname:
+            _check((*ep, "hostname"), dns1123_label_error(hostname))
+        target = _map(item, "targetRef", ep)
+        addresses = _list(item, "addresses", ep, required=True)
+        if not addresses:
+            raise ManifestError((*ep, "addresses"), "must hold at least one address")
+        for i, address in enumerate(addresses):
+            if address_type == "FQDN":
+                continue
+            ip = _ip(address, (*ep, "addresses", i))
+            if (":" in ip) != (address_type == "IPv6"):
+                raise ManifestError((*ep, "addresses", i), f"must be an {address_type} address, got {ip}")
+            endpoints.append(
+                Endpoint(ip, ports, ready, hostname, _str(item, "nodeName", ep), _str(target, "name", (*ep, "targetRef")))
+            )
+    return EndpointSlice(namespace, name, service_name, address_type, tuple(endpoints))
+
+
+def _parse_config_map(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> ConfigMap:
+    _check(("metadata", "name"), dns1123_subdomain_error(name))
+    return ConfigMap(namespace, name, _str_map(data, "data", ()))
+
+
+def _parse_secret(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Secret:
+    _check(("metadata", "name"), dns1123_subdomain_error(name))
+    values: dict[str, str] = {}
+    for key, encoded in _str_map(data, "data", ()).items():
+        try:
+            values[key] = base64.b64decode(encoded, validate=True).decode("utf-8", errors="replace")
+        except (binascii.Error, ValueError):
+            raise ManifestError(("data", key), "must be base64-encoded") from None
+    values.update(_str_map(data, "stringData", ()))
+    return Secret(namespace, name, values, _str(data, "type", (), default="Opaque"))
+
+
+_PARSERS: dict[str, Any] = {
+    "Namespace": _parse_namespace,
+    "Service": _parse_service,
+    "Endpoints": _parse_endpoints,
+    "EndpointSlice": _parse_endpoint_slice,
+    "Pod": _parse_pod,
+    "Deployment": _parse_workload,
+    "ReplicaSet": _parse_workload,
+    "StatefulSet": _parse_workload,
+    "ConfigMap": _parse_config_map,
+    "Secret": _parse_secret,
+    "ServiceCIDR": _parse_service_cidr,
+}

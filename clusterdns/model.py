@@ -1,0 +1,300 @@
+"""The typed objects of the service registry: what manifests become once validated.
+
+Every class is a frozen dataclass; mappings they hold are never mutated after construction. Field
+names follow the Kubernetes API (camelCase turned snake_case). Does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from clusterdns.labels import Selector
+
+# Service types, as the API server spells them.
+CLUSTER_IP = "ClusterIP"
+NODE_PORT = "NodePort"
+LOAD_BALANCER = "LoadBalancer"
+EXTERNAL_NAME = "ExternalName"
+SERVICE_TYPES = (CLUSTER_IP, NODE_PORT, LOAD_BALANCER, EXTERNAL_NAME)
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an object was declared: a file and the line its document (or List item) starts on."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    name: str  # "" when unnamed
+    port: int
+    protocol: str = "TCP"
+    target_port: int | str = 0  # number, or a container port name; 0 means "same as port"
+    node_port: int | None = None  # requested or allocated
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    namespace: str
+    name: str
+    type: str = CLUSTER_IP
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] | None = None  # None: endpoints come from Endpoints / EndpointSlices
+    headless: bool = False  # clusterIP: None
+    cluster_ips: tuple[str, ...] = ()  # requested (may be empty) or allocated; primary first
+    ip_families: tuple[str, ...] = ()  # "IPv4" / "IPv6", as requested
+    ip_family_policy: str = "SingleStack"
+    external_name: str = ""
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ingress: tuple[str, ...] = ()  # IPs or hostnames from status.loadBalancer.ingress
+    publish_not_ready_addresses: bool = False
+    session_affinity: str = "None"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def cluster_ip(self) -> str:
+        """The primary cluster IP; "None" for headless, "" for ExternalName (kubectl's rendering)."""
+        if self.type == EXTERNAL_NAME:
+            return ""
+        if self.headless:
+            return "None"
+        return self.cluster_ips[0] if self.cluster_ips else ""
+
+    @property
+    def has_cluster_ip(self) -> bool:
+        return self.type != EXTERNAL_NAME and not self.headless and bool(self.cluster_ips)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    name: str
+    container_port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """configMapKeyRef / secretKeyRef."""
+
+    name: str
+    key: str
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    name: str
+    value: str = ""
+    field_path: str = ""  # valueFrom.fieldRef.fieldPath
+    config_map_key: KeyRef | None = None
+    secret_key: KeyRef | None = None
+    resource: str = ""  # valueFrom.resourceFieldRef.resource
+    divisor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvFrom:
+    """One envFrom source: a ConfigMap or a Secret, with an optional prefix."""
+
+    kind: str  # "ConfigMap" or "Secret"
+    name: str
+    prefix: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    name: str
+    image: str = ""
+    ports: tuple[ContainerPort, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFrom, ...] = ()
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # limits / requests
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    """The parts of a Pod's spec (or a workload's pod template) that clusterdns uses."""
+
+    containers: tuple[Container, ...] = ()
+    init_containers: tuple[Container, ...] = ()
+    hostname: str = ""
+    subdomain: str = ""
+    enable_service_links: bool = True
+    host_network: bool = False
+    node_name: str = ""
+    service_account_name: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    spec: PodSpec = field(default_factory=PodSpec)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    ips: tuple[str, ...] = ()  # status.podIPs, requested or allocated; primary first
+    host_ip: str = ""
+    ready: bool = True
+    phase: str = "Running"
+    owner: str = ""  # "Deployment/web", "StatefulSet/db", ... for generated Pods
+    uid: str = ""
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0] if self.ips else ""
+
+
+@dataclass(frozen=True, slots=True)
+class PodTemplate:
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    spec: PodSpec = field(default_factory=PodSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A Deployment, ReplicaSet or StatefulSet: a recipe for `replicas` Pods."""
+
+    kind: str
+    namespace: str
+    name: str
+    replicas: int
+    selector: Selector
+    template: PodTemplate
+    service_name: str = ""  # StatefulSet spec.serviceName
+    template_hash: str = ""  # pod-template-hash (Deployment) computed from the template
+    labels: Mapping[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    name: str
+    port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address serving a Service: what the Endpoints controller (or a manifest) says."""
+
+    ip: str
+    ports: tuple[EndpointPort, ...]
+    ready: bool = True
+    hostname: str = ""
+    node_name: str = ""
+    pod: str = ""  # the target Pod's name, when known
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointsObject:
+    """A v1 Endpoints manifest, flattened: every address with its subset's ports."""
+
+    namespace: str
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service_name: str  # label kubernetes.io/service-name
+    address_type: str
+    endpoints: tuple[Endpoint, ...]
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMap:
+    namespace: str
+    name: str
+    data: Mapping[str, str]
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    namespace: str
+    name: str
+    data: Mapping[str, str]  # decoded from base64 (data) merged with stringData
+    type: str = "Opaque"
+    source: Source | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCIDR:
+    """networking.k8s.io ServiceCIDR: extra ranges cluster IPs may come from."""
+
+    name: str
+    cidrs: tuple[str, ...]
+    source: Source | None = None
+
+
+# Everything a manifest can turn into.
+Object = (
+    Namespace | Service | Pod | Workload | EndpointsObject | EndpointSlice | ConfigMap | Secret | ServiceCIDR
+)
+
+
+def kind_of(obj: Object) -> str:
+    """The Kubernetes kind of a typed object, as errors and tables print it."""
+    if isinstance(obj, Workload):
+        return obj.kind
+    if isinstance(obj, EndpointsObject):
+        return "Endpoints"
+    return type(obj).__name__
+
+
+def display_name(obj: Object) -> str:
+    """`Service default/web`, or `Namespace dev` for cluster-scoped objects."""
+    if isinstance(obj, Namespace | ServiceCIDR):
+        return f"{kind_of(obj)} {obj.name}"
+    return f"{kind_of(obj)} {obj.namespace}/{obj.name}"

@@ -1,0 +1,527 @@
+"""One immutable snapshot of the cluster: objects, allocated addresses, derived endpoints, indexes.
+
+`build` turns parsed manifest files into a Registry: it drops duplicates (the first one wins), adds the
+built-in services, expands workloads into Pods, allocates cluster IPs, node ports and pod IPs through the
+store, and derives every Service's endpoints as Kubernetes' endpoints controller would. Apart from the
+store it is given, it does no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from clusterdns.allocate import Claim, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.manifests import FileResult, Path, Problem, parse_cidr, ManifestError
+from clusterdns.model import (
+    EXTERNAL_NAME,
+    ConfigMap,
+    Endpoint,
+    EndpointPort,
+    EndpointsObject,
+    EndpointSlice,
+    Namespace,
+    Object,
+    Pod,
+    Secret,
+    Service,
+    ServiceCIDR,
+    ServicePort,
+    Source,
+    Workload,
+    display_name,
+    kind_of,
+)
+
+ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")
+NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
+
+# Locates a field of an object declared at Source: returns its line, or 0. Given by the I/O layer.
+Locator = Callable[[Source, Path], int]
+
+
+class ConfigError(ValueError):
+    """A command-line setting (CIDR, domain) is unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    domain: str = "cluster.local"
+    service_cidrs: tuple[str, ...] = ("10.0.0.0/16",)
+    pod_cidrs: tuple[str, ...] = ("10.244.0.0/16",)
+
+    @staticmethod
+    def from_flags(domain: str, service_cidr: str, pod_cidr: str) -> Config:
+        """Validate the global flags; ConfigError says which one is wrong and why."""
+        domain = domain.strip().rstrip(".").lower()
+        if not domain or any(not part for part in domain.split(".")):
+            raise ConfigError(f"--domain: must be a DNS name such as cluster.local, got {domain!r}")
+
+        def cidrs(flag: str, text: str) -> tuple[str, ...]:
+            out: list[str] = []
+            for part in text.split(","):
+                try:
+                    out.append(parse_cidr(part.strip(), ()))
+                except ManifestError as exc:
+                    raise ConfigError(f"{flag}: {exc.message}") from None
+            return tuple(out)
+
+        pods = cidrs("--pod-cidr", pod_cidr)
+        if len(pods) > 2 or len({ipaddress.ip_network(c).version for c in pods}) != len(pods):
+            raise ConfigError(f"--pod-cidr: give one CIDR, or one IPv4 and one IPv6, got {pod_cidr!r}")
+        return Config(domain, cidrs("--service-cidr", service_cidr), pods)
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Everything clusterdns serves, as of one load. Never mutated; a reload builds a new one."""
+
+    config: Config
+    namespaces: Mapping[str, Namespace]
+    services: Mapping[tuple[str, str], Service]
+    endpoints: Mapping[tuple[str, str], tuple[Endpoint, ...]]  # per service, ready and not ready
+    pods: Mapping[tuple[str, str], Pod]
+    workloads: Mapping[tuple[str, str, str], Workload]  # (kind, namespace, name)
+    config_maps: Mapping[tuple[str, str], ConfigMap]
+    secrets: Mapping[tuple[str, str], Secret]
+    service_cidrs: tuple[str, ...]  # flags, then ServiceCIDR objects
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[Problem, ...] = ()
+    created: Mapping[str, float] = field(default_factory=dict)  # "Kind/ns/name" -> first seen
+
+    def services_in(self, namespace: str | None) -> list[Service]:
+        """Services of one namespace (all when None), sorted by namespace and name."""
+        return [s for k, s in sorted(self.services.items()) if namespace is None or k[0] == namespace]
+
+    def pods_in(self, namespace: str | None) -> list[Pod]:
+        return [p for k, p in sorted(self.pods.items()) if namespace is None or k[0] == namespace]
+
+    def age_of(self, kind: str, namespace: str, name: str) -> float | None:
+        return self.created.get(f"{kind}/{namespace}/{name}")
+
+    def counts(self) -> dict[str, int]:
+        """Objects per kind, for metrics and summaries."""
+        return {
+            "Namespace": len(self.namespaces),
+            "Service": len(self.services),
+            "Pod": len(self.pods),
+            "Endpoint": sum(len(e) for e in self.endpoints.values()),
+            "Workload": len(self.workloads),
+            "ConfigMap": len(self.config_maps),
+            "Secret": len(self.secrets),
+        }
+
+
+def builtin_services(cidrs: Sequence[str]) -> list[Service]:
+    """default/kubernetes (first address) and kube-system/kube-dns (tenth), as kubeadm sets them up."""
+    net = ipaddress.ip_network(cidrs[0])
+    base = int(net.network_address)
+    source = Source("<built-in>", 0)
+    return [
+        Service(
+            "default",
+            "kubernetes",
+            ports=(ServicePort("https", 443, "TCP", 6443),),
+            cluster_ips=(str(ipaddress.ip_address(base + 1)),),
+            labels={"component": "apiserver", "provider": "kubernetes"},
+            source=source,
+        ),
+        Service(
+            "kube-system",
+            "kube-dns",
+            ports=(
+                ServicePort("dns", 53, "UDP", 53),
+                ServicePort("dns-tcp", 53, "TCP", 53),
+                ServicePort("metrics", 9153, "TCP", 9153),
+            ),
+            selector={"k8s-app": "kube-dns"},
+            cluster_ips=(str(ipaddress.ip_address(base + 10)),),
+            labels={"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+            source=source,
+        ),
+    ]
+
+
+class _Builder:
+    """The state of one build; `build` below is its only user."""
+
+    def __init__(self, config: Config, store: Store, now: float, locate: Locator | None) -> None:
+        self.config = config
+        self.store = store
+        self.now = now
+        self.locate = locate
+        self.problems: list[Problem] = []
+
+    def problem(self, obj: Object, path: Path, message: str) -> None:
+        src = obj.source or Source("<unknown>", 0)
+        line = (self.locate(src, path) if self.locate and path else 0) or src.line
+        field_text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        self.problems.append(Problem(src.path, line, display_name(obj), field_text, message))
+
+
+def build(
+    files: Iterable[FileResult],
+    config: Config,
+    store: Store,
+    now: float,
+    locate: Locator | None = None,
+) -> Registry:
+    """Build a registry from parsed files, allocating through `store` at time `now`."""
+    b = _Builder(config, store, now, locate)
+    notes: list[Problem] = []
+    objects: dict[tuple[str, str, str], Object] = {}
+    for result in files:
+        b.problems.extend(result.problems)
+        notes.extend(result.notes)
+        for obj in result.objects:
+            key = (kind_of(obj), getattr(obj, "namespace", ""), obj.name)
+            first = objects.get(key)
+            if first is not None:
+                b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
+                continue
+            objects[key] = obj
+
+    by_kind: dict[str, list[Object]] = defaultdict(list)
+    for (kind, _, _), obj in objects.items():
+        by_kind[kind].append(obj)
+
+    # Service CIDRs: the flags, then ServiceCIDR objects; the first of each family allocates.
+    service_cidrs = list(config.service_cidrs)
+    for obj in by_kind["ServiceCIDR"]:
+        assert isinstance(obj, ServiceCIDR)
+        service_cidrs.extend(c for c in obj.cidrs if c not in service_cidrs)
+    allocating = _first_per_family(service_cidrs)
+
+    services: list[Service] = [s for s in by_kind["Service"] if isinstance(s, Service)]
+    names = {s.key for s in services}
+    services = [s for s in builtin_services(service_cidrs) if s.key not in names] + services
+
+    pods = [p for p in by_kind["Pod"] if isinstance(p, Pod)]
+    workloads = [w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)]
+
+    # --- allocation: one transaction for every pool ---
+    ip_claims: list[Claim] = []
+    port_claims: list[Claim] = []
+    ip_spaces = {family: IPSpace(cidr, service_cidrs, "IP") for family, cidr in allocating.items()}
+    node_ports = PortSpace()
+    service_wants: dict[tuple[str, str], list[tuple[str, str | None]]] = {}  # family claims per service
+    for svc in services:
+        if svc.type == EXTERNAL_NAME or svc.headless:
+            continue
+        families = _service_families(b, svc, allocating)
+        if families is None:
+            continue
+        owners = []
+        for i, family in enumerate(families):
+            owner = f"{svc.namespace}/{svc.name} {family}"
+            wish = svc.cluster_ips[i] if i < len(svc.cluster_ips) else None
+            ip_claims.append(Claim(owner, ip_spaces[family], wish))
+            owners.append((owner, wish))
+        service_wants[svc.key] = owners
+        if svc.type in ("NodePort", "LoadBalancer"):
+            for port in svc.ports:
+                owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
+                port_claims.append(Claim(owner, node_ports, None if port.node_port is None else str(port.node_port)))
+
+    name_claims: list[Claim] = []
+    for w in workloads:
+        if w.kind == "StatefulSet":
+            continue
+        prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
+        space = SuffixSpace(prefix)
+        for i in range(w.replicas):
+            name_claims.append(Claim(f"{w.namespace}/{w.kind}/{prefix}/{i}", space))
+
+    seen_claims = [Claim(f"{kind}/{ns}/{name}", _SEEN) for (kind, ns, name) in objects]
+    seen_claims += [Claim(f"Service/{s.namespace}/{s.name}", _SEEN) for s in services if s.source and s.source.line == 0]
+
+    results, created = store.allocate(
+        {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims},
+        now,
+    )
+    pod_names = results["pod-name"]
+
+    # Workload pods: now that their names are known.
+    for w in workloads:
+        pods.extend(_workload_pods(w, pod_names))
+
+    # Pod IPs: a second pool, so that generated pods are included.
+    pod_nets = {ipaddress.ip_network(c).version: c for c in config.pod_cidrs}
+    pod_spaces = {v: IPSpace(c, [c], "pod IP") for v, c in pod_nets.items()}
+    pod_claims: list[Claim] = []
+    seen_pods: dict[tuple[str, str], Pod] = {}
+    kept_pods: list[Pod] = []
+    for pod in pods:
+        if pod.key in seen_pods:
+            b.problem(pod, (), f"duplicate Pod name; the one at {seen_pods[pod.key].source} is used")
+            continue
+        seen_pods[pod.key] = pod
+        kept_pods.append(pod)
+        if pod.spec.host_network and pod.ips:
+            continue  # host addresses are the node's, not the pod network's
+        for version, cidr in sorted(pod_nets.items()):
+            wish = next((ip for ip in pod.ips if ipaddress.ip_address(ip).version == version), None)
+            if pod.ips and wish is None:
+                continue  # a Pod that states its IPs gets no other family
+            pod_claims.append(Claim(f"{pod.namespace}/{pod.name} IPv{version}", pod_spaces[version], wish))
+    pod_results, pod_created = store.allocate({"pod-ip": pod_claims}, now)
+    created.update(pod_created)
+    pod_ips = pod_results["pod-ip"]
+
+    final_pods: dict[tuple[str, str], Pod] = {}
+    for pod in kept_pods:
+        if pod.spec.host_network and pod.ips:
+            final_pods[pod.key] = pod
+            continue
+        ips: list[str] = []
+        refused = False
+        for version in sorted(pod_nets):
+            got = pod_ips.get(f"{pod.namespace}/{pod.name} IPv{version}")
+            if isinstance(got, Refusal):
+                b.problem(pod, ("status", "podIP"), got.message)
+                refused = True
+            elif got is not None:
+                ips.append(got)
+        if refused:
+            continue
+        if pod.ips:  # keep the declared order
+            ips = [ip for ip in pod.ips if ip in ips] or ips
+        final_pods[pod.key] = dataclasses.replace(pod, ips=tuple(ips))
+
+    final_services = _apply_service_allocations(b, services, service_wants, results["service-ip"], results["node-port"])
+
+    namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
+    for obj in by_kind["Namespace"]:
+        assert isinstance(obj, Namespace)
+        namespaces[obj.name] = obj
+    for (kind, ns, _), _obj in objects.items():
+        if ns and ns not in namespaces:
+            namespaces[ns] = Namespace(ns)
+
+    endpoints = derive_endpoints(
+        final_services.values(),
+        final_pods.values(),
+        [e for e in by_kind["Endpoints"] if isinstance(e, EndpointsObject)],
+        [e for e in by_kind["EndpointSlice"] if isinstance(e, EndpointSlice)],
+    )
+
+    return Registry(
+        config=config,
+        namespaces=dict(sorted(namespaces.items())),
+        services=final_services,
+        endpoints=endpoints,
+        pods=final_pods,
+        workloads={(w.kind, w.namespace, w.name): w for w in workloads},
+        config_maps={c.key: c for c in by_kind["ConfigMap"] if isinstance(c, ConfigMap)},
+        secrets={s.key: s for s in by_kind["Secret"] if isinstance(s, Secret)},
+        service_cidrs=tuple(service_cidrs),
+        problems=tuple(b.problems),
+        notes=tuple(notes),
+        created={owner: t for (pool, owner), t in created.items() if pool == "object"}
+        | {f"Pod/{ns}/{name}": created.get(("pod-ip", f"{ns}/{name} IPv4"), now) for ns, name in final_pods},
+    )
+
+
+class _Seen:
+    """A pool whose value is the owner itself: records when each object was first seen."""
+
+    def invalid(self, value: str) -> str | None:
+        return None
+
+    def candidates(self, owner: str) -> Iterable[str]:
+        yield owner
+
+
+_SEEN = _Seen()
+
+
+def _first_per_family(cidrs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for c in cidrs:
+        out.setdefault(f"IPv{ipaddress.ip_network(c).version}", c)
+    return out
+
+
+def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) -> list[str] | None:
+    """The IP families a Service gets cluster IPs of, primary first; None (and a problem) if impossible."""
+    primary = next(iter(allocating))
+    order = list(svc.ip_families) or [
+        f"IPv{ipaddress.ip_address(ip).version}" for ip in svc.cluster_ips
+    ] or [primary]
+    if svc.ip_family_policy == "SingleStack":
+        families = order[:1]
+    else:
+        families = order + [f for f in allocating if f not in order]
+        families = [f for f in families if f in allocating]
+        if svc.ip_family_policy == "RequireDualStack" and len(families) < 2:
+            b.problem(
+                svc, ("spec", "ipFamilyPolicy"),
+                "RequireDualStack needs a service CIDR of each IP family (add one with --service-cidr)",
+            )
+            return None
+        if not families:
+            families = [primary]
+    for i, family in enumerate(families):
+        if family not in allocating:
+            b.problem(svc, ("spec", "ipFamilies", i), f"{family} is not served: no {family} service CIDR is configured")
+            return None
+    return families
+
+
+def _apply_service_allocations(
+    b: _Builder,
+    services: list[Service],
+    wants: Mapping[tuple[str, str], list[tuple[str, str | None]]],
+    ips: Mapping[str, str | Refusal],
+    ports: Mapping[str, str | Refusal],
+) -> dict[tuple[str, str], Service]:
+    out: dict[tuple[str, str], Service] = {}
+    for svc in services:
+        if svc.type == EXTERNAL_NAME or svc.headless:
+            out[svc.key] = svc
+            continue
+        if svc.key not in wants:
+            continue
+        refused = False
+        cluster_ips: list[str] = []
+        for i, (owner, wish) in enumerate(wants[svc.key]):
+            got = ips[owner]
+            if isinstance(got, Refusal):
+                path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
+                b.problem(svc, path, got.message)
+                refused = True
+            else:
+                cluster_ips.append(got)
+        new_ports = []
+        for i, port in enumerate(svc.ports):
+            if svc.type in NODE_PORT_TYPES:
+                got = ports[f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"]
+                if isinstance(got, Refusal):
+                    b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
+                    refused = True
+                    continue
+                port = dataclasses.replace(port, node_port=int(got))
+            new_ports.append(port)
+        if refused:
+            continue
+        families = tuple(f"IPv{ipaddress.ip_address(ip).version}" for ip in cluster_ips)
+        out[svc.key] = dataclasses.replace(svc, cluster_ips=tuple(cluster_ips), ports=tuple(new_ports), ip_families=families)
+    return out
+
+
+def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]:
+    """The Pods a Deployment, ReplicaSet or StatefulSet runs, all Running and Ready."""
+    out = []
+    labels = dict(w.template.labels)
+    prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
+    if w.template_hash:
+        labels["pod-template-hash"] = w.template_hash
+    for i in range(w.replicas):
+        spec = w.template.spec
+        if w.kind == "StatefulSet":
+            name = f"{w.name}-{i}"
+            pod_labels = {**labels, "statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(i)}
+            spec = dataclasses.replace(spec, hostname=name, subdomain=w.service_name or spec.subdomain)
+        else:
+            got = names.get(f"{w.namespace}/{w.kind}/{prefix}/{i}")
+            if not isinstance(got, str):
+                continue
+            name, pod_labels = got, labels
+        out.append(
+            Pod(
+                namespace=w.namespace,
+                name=name,
+                spec=spec,
+                labels=pod_labels,
+                annotations=dict(w.template.annotations),
+                owner=f"{w.kind}/{w.name}",
+                source=w.source,
+            )
+        )
+    return out
+
+
+def derive_endpoints(
+    services: Iterable[Service],
+    pods: Iterable[Pod],
+    endpoints_objects: Sequence[EndpointsObject],
+    slices: Sequence[EndpointSlice],
+) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
+    """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
+
+    A Service with a selector gets the Pods of its namespace whose labels match: ready when the Pod is
+    (or always, with publishNotReadyAddresses), each port's targetPort resolved in that Pod (a named
+    port the Pod lacks leaves that port out), and a hostname only when the Pod's subdomain is the
+    Service's name. Terminated Pods and Pods without an IP are left out. A Service without a selector
+    takes Endpoints objects of its name and EndpointSlices labelled with it.
+    """
+    index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+    for pod in pods:
+        if not pod.ips or pod.phase in ("Succeeded", "Failed"):
+            continue
+        for k, v in pod.labels.items():
+            index[(pod.namespace, k, v)].append(pod)
+    manual: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)
+    for sl in slices:
+        manual[(sl.namespace, sl.service_name)].extend(sl.endpoints)
+    for eo in endpoints_objects:
+        manual[eo.key].extend(eo.endpoints)
+
+    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    for svc in services:
+        if svc.type == EXTERNAL_NAME:
+            out[svc.key] = ()
+            continue
+        if svc.selector is None:
+            seen: set[str] = set()
+            eps = []
+            for ep in manual.get(svc.key, ()):
+                if ep.ip not in seen:
+                    seen.add(ep.ip)
+                    eps.append(dataclasses.replace(ep, ready=True) if svc.publish_not_ready_addresses else ep)
+            out[svc.key] = tuple(eps)
+            continue
+        out[svc.key] = tuple(_selected_endpoints(svc, index))
+    return out
+
+
+def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[Pod]]) -> list[Endpoint]:
+    assert svc.selector is not None
+    candidates: list[Pod] | None = None
+    for k, v in svc.selector.items():
+        found = index.get((svc.namespace, k, v), [])
+        if candidates is None or len(found) < len(candidates):
+            candidates = found
+    versions = {4 if f == "IPv4" else 6 for f in svc.ip_families}
+    eps: list[Endpoint] = []
+    for pod in sorted(candidates or (), key=lambda p: p.name):
+        if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
+            continue
+        ports = []
+        for sp in svc.ports:
+            number = _resolve_target_port(sp, pod)
+            if number is not None:
+                ports.append(EndpointPort(sp.name, number, sp.protocol))
+        if svc.ports and not ports:
+            continue
+        hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
+        ready = pod.ready or svc.publish_not_ready_addresses
+        for ip in pod.ips:
+            if versions and ipaddress.ip_address(ip).version not in versions:
+                continue
+            eps.append(Endpoint(ip, tuple(ports), ready, hostname, pod.spec.node_name, pod.name))
+    return eps
+
+
+def _resolve_target_port(port: ServicePort, pod: Pod) -> int | None:
+    target = port.target_port
+    if isinstance(target, int):
+        return target or port.port
+    for container in pod.spec.containers:
+        for cp in container.ports:
+            if cp.name == target and cp.protocol == port.protocol:
+                return cp.container_port
+    return None
