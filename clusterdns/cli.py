@@ -34,27 +34,37 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     g = parser.add_argument_group("global options")
-    g.add_argument("--zones", metavar="DIR", default=default("zones"), help="manifest directory (default ./zones)")
     g.add_argument(
-        "--state", metavar="DIR", default=default(None),
+        "--zones", metavar="DIR", default=default("zones"), help="manifest directory (default ./zones)"
+    )
+    g.add_argument(
+        "--state",
+        metavar="DIR",
+        default=default(None),
         help="allocation state directory (default ~/.local/state/clusterdns/<zones hash>)",
     )
     g.add_argument(
-        "--service-cidr", metavar="CIDR[,CIDR...]", default=default("10.0.0.0/16"),
+        "--service-cidr",
+        metavar="CIDR[,CIDR...]",
+        default=default("10.0.0.0/16"),
         help="service IP ranges; the first of each IP family allocates (default 10.0.0.0/16)",
     )
     g.add_argument(
-        "--pod-cidr", metavar="CIDR", default=default("10.244.0.0/16"),
+        "--pod-cidr",
+        metavar="CIDR",
+        default=default("10.244.0.0/16"),
         help="pod IP range, or an IPv4 and an IPv6 range (default 10.244.0.0/16)",
     )
-    g.add_argument("--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)")
+    g.add_argument(
+        "--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)"
+    )
     g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log debug detail")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clusterdns",
-        description="Kubernetes Services, cluster DNS and service environment variables from plain manifests.",
+        description="Kubernetes Services, cluster DNS and service environment variables from manifests.",
     )
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -82,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("env", "print the service environment variables the kubelet injects into a container")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--namespace", "-n", metavar="NS", help="variables for a container in this namespace")
-    which.add_argument("--pod", metavar="FILE", help="the whole environment of a container of the Pod in FILE")
+    which.add_argument(
+        "--pod", metavar="FILE", help="the whole environment of a container of the Pod in FILE"
+    )
     p.add_argument("--no-service-links", action="store_true", help="as a Pod with enableServiceLinks: false")
     p.add_argument("--container", "-c", metavar="NAME", help="container of --pod (default: the first)")
     p.add_argument("--format", choices=["dotenv", "shell", "json"], default="dotenv", help="default dotenv")
@@ -128,7 +140,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         else:
             print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), end="")
         return 0
-    print(kubectl.get_table(registry, resource, args.name, namespace, args.output == "wide", time.time()), end="")
+    print(
+        kubectl.get_table(registry, resource, args.name, namespace, args.output == "wide", time.time()),
+        end="",
+    )
     return 0
 
 
@@ -188,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 2
     except (ZonesError, kubectl.KubectlError, envvars.EnvError) as exc:
-        print(f"{exc}" if isinstance(exc, kubectl.KubectlError) else f"clusterdns: error: {exc}", file=sys.stderr)
+        print(
+            f"{exc}" if isinstance(exc, kubectl.KubectlError) else f"clusterdns: error: {exc}",
+            file=sys.stderr,
+        )
         return 1
     except BrokenPipeError:  # `clusterdns get ... | head`
         return 0

@@ -5,10 +5,10 @@ Sources: kubernetes/kubernetes `pkg/kubelet/envvars/envvars.go` (FromServices), 
 `third_party/forked/golang/expansion/expand.go`.
 
 Service variables (`service_env`). A container sees the Services of its own namespace that have a cluster
-IP (not headless, not ExternalName), and `default/kubernetes` always, even with service links off
-(`enableServiceLinks: false`), when only `default/kubernetes` is left. A `kubernetes` Service in the
-container's own namespace replaces `default/kubernetes` while service links are on. Each Service NAME
-(upper-cased, `-` -> `_`) gives, in this order:
+IP (not headless, not ExternalName), and `default/kubernetes`, which the kubelet adds even with service
+links off (`enableServiceLinks: false`, or the CLI's --no-service-links), when it is all there is. A
+`kubernetes` Service with a cluster IP in the container's own namespace replaces `default/kubernetes` while
+service links are on. Each Service NAME (upper-cased, `-` -> `_`) gives, in this order:
 
     NAME_SERVICE_HOST            the primary cluster IP, bare
     NAME_SERVICE_PORT            the first port
@@ -104,7 +104,12 @@ class EnvError(ValueError):
 
 
 class _Refused(Exception):
-    """Raised by the resolvers below with a reason; container_env adds the Pod, container and field."""
+    """Raised by a valueFrom resolver: which source (`fieldRef`, ...) and why; container_env adds the rest."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.reason = reason
 
 
 # --- service variables ------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def container_env(
         try:
             value = _resolve(registry, pod, target, var, lookup, allocatable)
         except _Refused as exc:
-            raise EnvError(subject, target.name, f"env[{i}]{_source_field(var)}", str(exc)) from None
+            raise EnvError(subject, target.name, f"env[{i}].valueFrom.{exc.source}", exc.reason) from None
         if value is not None:
             env[var.name] = value
     return dict(sorted({**services, **env}.items()))
@@ -201,20 +206,10 @@ def _find_container(pod: Pod, name: str | None) -> Container:
         if c.name == name:
             return c
     names = [c.name for c in pod.spec.containers] + [f"{c.name} (init)" for c in pod.spec.init_containers]
-    have = f"its containers are {', '.join(names)}" if names else "it has no containers"
-    raise EnvError(display_name(pod), "", "", f"no container named {name!r}; {have}")
-
-
-def _source_field(var: EnvVar) -> str:
-    if var.resource:
-        return ".valueFrom.resourceFieldRef"
-    if var.field_path:
-        return ".valueFrom.fieldRef"
-    if var.config_map_key:
-        return ".valueFrom.configMapKeyRef"
-    if var.secret_key:
-        return ".valueFrom.secretKeyRef"
-    return ".value"
+    reason = (
+        f"no container named {name!r}; its containers are {', '.join(names)}" if names else "no containers"
+    )
+    raise EnvError(display_name(pod), "", "", reason)
 
 
 def _resolve(
@@ -245,15 +240,15 @@ def _data(registry: Registry, kind: str, namespace: str, name: str) -> Mapping[s
 
 
 def _key_value(registry: Registry, kind: str, namespace: str, ref: KeyRef) -> str | None:
+    source = "configMapKeyRef" if kind == "ConfigMap" else "secretKeyRef"
     data = _data(registry, kind, namespace, ref.name)
-    if data is None:
+    if data is None or ref.key not in data:
         if ref.optional:
             return None
-        raise _Refused(f"{kind} {namespace}/{ref.name} not found")
-    if ref.key not in data:
-        if ref.optional:
-            return None
-        raise _Refused(f"key {ref.key!r} not found in {kind} {namespace}/{ref.name}")
+        where = f"{kind} {namespace}/{ref.name}"
+        raise _Refused(
+            source, f"{where} not found" if data is None else f"key {ref.key!r} not found in {where}"
+        )
     return data[ref.key]
 
 
@@ -316,14 +311,14 @@ def _field_value(pod: Pod, path: str) -> str:
         if head == "metadata.annotations":
             return pod.annotations.get(key, "")
     supported = ", ".join([*_POD_FIELDS, "metadata.labels['KEY']", "metadata.annotations['KEY']"])
-    raise _Refused(f"fieldPath {path!r} is not supported; use one of {supported}")
+    raise _Refused("fieldRef", f"fieldPath {path!r} is not supported; use one of {supported}")
 
 
 # --- resourceFieldRef -------------------------------------------------------------------------------
 
-_RESOURCE = re.compile(r"^(limits|requests)\.(cpu|memory|ephemeral-storage|hugepages-.+)$")
+_RESOURCE = re.compile(r"(limits|requests)\.(cpu|memory|ephemeral-storage|hugepages-.+)")
 _NODE_RESOURCES = ("cpu", "memory", "ephemeral-storage")  # MergeContainerResourceLimits; never hugepages
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[numkMGTPE])?$")
+_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[numkMGTPE])?")
 _SUFFIXES: Mapping[str, Fraction] = MappingProxyType(
     {
         **{s: Fraction(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)},
@@ -334,7 +329,7 @@ _SUFFIXES: Mapping[str, Fraction] = MappingProxyType(
 
 def _quantity(text: str) -> Fraction | None:
     """A resource.Quantity (500m, 1.5, 128Mi, 1e3) as an exact number; None when malformed."""
-    m = _QUANTITY.match(text)
+    m = _QUANTITY.fullmatch(text)
     if m is None:
         return None
     number, suffix = Fraction(m[1]), m[2] or ""
@@ -344,30 +339,31 @@ def _quantity(text: str) -> Fraction | None:
 
 
 def _resource_value(pod: Pod, container: Container, var: EnvVar, allocatable: Mapping[str, str]) -> str:
-    m = _RESOURCE.match(var.resource)
+    m = _RESOURCE.fullmatch(var.resource)
     if m is None:
         raise _Refused(
+            "resourceFieldRef",
             f"resource {var.resource!r} is not supported; use limits.* or requests.* of cpu, memory, "
-            "ephemeral-storage or hugepages-<size>"
+            "ephemeral-storage or hugepages-<size>",
         )
     kind, name = m[1], m[2]
     if var.value:  # resourceFieldRef.containerName
         found = [c for c in (*pod.spec.containers, *pod.spec.init_containers) if c.name == var.value]
         if not found:
-            raise _Refused(f"containerName: no container named {var.value!r} in the Pod")
+            raise _Refused("resourceFieldRef", f"containerName: no container named {var.value!r} in the Pod")
         container = found[0]
-    limits = container.resources.get("limits", {})
-    requests = container.resources.get("requests", {})
-    where = f"resources.{kind}.{name} of container {container.name}"
-    if kind == "requests" and name in requests:
-        amount = _amount(requests[name], where)
-    else:  # an unset request is the limit, as the API server defaults it
-        amount = _amount(limits.get(name), where.replace("requests.", "limits.", 1))
+    # An unset request is the limit, as the API server defaults it.
+    side = "requests" if kind == "requests" and name in container.resources.get("requests", {}) else "limits"
+    text = container.resources.get(side, {}).get(name)
+    amount = _amount(text, f"resources.{side}.{name} of container {container.name}")
     if kind == "limits" and not amount and name in _NODE_RESOURCES:
         amount = _amount(allocatable.get(name), f"the node's allocatable {name}")
     divisor = _quantity(var.divisor or "1")
     if divisor is None or divisor <= 0:
-        raise _Refused(f"divisor must be a positive quantity such as 1, 1m or 1Mi, got {var.divisor!r}")
+        raise _Refused(
+            "resourceFieldRef",
+            f"divisor must be a positive quantity such as 1, 1m or 1Mi, got {var.divisor!r}",
+        )
     return str(math.ceil(amount / divisor))
 
 
@@ -376,15 +372,15 @@ def _amount(text: str | None, what: str) -> Fraction:
         return Fraction(0)
     value = _quantity(text)
     if value is None:
-        raise _Refused(f"{what} must be a quantity such as 500m or 1Gi, got {text!r}")
+        raise _Refused("resourceFieldRef", f"{what} must be a quantity such as 500m or 1Gi, got {text!r}")
     return value
 
 
 # --- output -----------------------------------------------------------------------------------------
 
-_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DOTENV_NAME = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")  # compose-go dotenv: letters, digits, _ . - [ ]
-_DOTENV_BARE = re.compile(r"^[A-Za-z0-9_./:@%+,=\[\]-]*$")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTENV_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]+")  # compose-go dotenv: letters, digits, _ . - [ ]
+_DOTENV_BARE = re.compile(r"[A-Za-z0-9_./:@%+,=\[\]-]*")
 
 
 def format_env(env: Mapping[str, str], fmt: str) -> str:
@@ -401,7 +397,7 @@ def format_env(env: Mapping[str, str], fmt: str) -> str:
 
 def _lines(items: Iterable[tuple[str, str]], valid: re.Pattern[str], line: Callable[[str, str], str]) -> str:
     out = [
-        line(k, v) if valid.match(k) else f"# left out, not a valid name here: {json.dumps(k)}"
+        line(k, v) if valid.fullmatch(k) else f"# left out, not a valid name here: {json.dumps(k)}"
         for k, v in items
     ]
     return "".join(f"{text}\n" for text in out)
@@ -409,7 +405,7 @@ def _lines(items: Iterable[tuple[str, str]], valid: re.Pattern[str], line: Calla
 
 def _dotenv_value(value: str) -> str:
     """A value docker compose's env_file reader gives back unchanged."""
-    if _DOTENV_BARE.match(value):
+    if _DOTENV_BARE.fullmatch(value):
         return value
     if "'" not in value and not value.endswith("\\"):
         return f"'{value}'"

@@ -53,7 +53,12 @@ RESOURCES: Mapping[str, str] = {
 }
 
 # The kind whose first-seen time is a resource's age; Endpoints are as old as their Service.
-_AGE_KIND = {"services": "Service", "endpoints": "Service", "pods": "Pod", "namespaces": "Namespace"}
+_AGE_KIND: Mapping[str, str] = {
+    "services": "Service",
+    "endpoints": "Service",
+    "pods": "Pod",
+    "namespaces": "Namespace",
+}
 
 _HEADERS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # (columns, wide-only columns)
     "services": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR",)),
@@ -246,7 +251,7 @@ def _join_host_port(ip: str, port: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Subset:
-    """One EndpointSubset: addresses sharing exactly this set of ports."""
+    """One EndpointSubset: the ports offered by exactly these addresses, with this readiness."""
 
     addresses: tuple[Endpoint, ...]
     not_ready: tuple[Endpoint, ...]

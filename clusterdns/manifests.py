@@ -12,7 +12,6 @@ by composing the file's node tree again and walking it along the failing field p
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
 import ipaddress
 import json
@@ -25,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from clusterdns import fastyaml
 from clusterdns.labels import (
     OPERATORS,
     Requirement,
@@ -46,8 +46,8 @@ from clusterdns.model import (
     ContainerPort,
     Endpoint,
     EndpointPort,
-    EndpointsObject,
     EndpointSlice,
+    EndpointsObject,
     EnvFrom,
     EnvVar,
     KeyRef,
@@ -168,8 +168,11 @@ def parse_text(text: str, path: str) -> FileResult:
     try:
         docs = list(_documents(text, path))
     except (yaml.YAMLError, ValueError) as exc:
-        line, reason = _syntax_error(exc)
-        return FileResult(path, problems=(Problem(path, line, "", "", reason),))
+        chunks = _split_documents(text) if not path.endswith(".json") else []
+        if len(chunks) < 2:
+            line, reason = _syntax_error(exc)
+            return FileResult(path, problems=(Problem(path, line, "", "", reason),))
+        return _parse_chunks(chunks, path)
     for doc in docs:
         try:
             obj = parse_object(doc.data)
@@ -190,8 +193,41 @@ def parse_text(text: str, path: str) -> FileResult:
     return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
 
 
+def _split_documents(text: str) -> list[tuple[int, str]]:
+    """(lines before it, text) of each `---`-separated part of a file."""
+    starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text) if m.start()]
+    ends = [*starts[1:], len(text)]
+    return [(text.count("\n", 0, a), text[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
+def _parse_chunks(chunks: list[tuple[int, str]], path: str) -> FileResult:
+    """Parse each document of a file on its own, so that a syntax error costs only its document."""
+    objects: list[Object] = []
+    problems: list[Problem] = []
+    notes: list[Problem] = []
+    for offset, chunk in chunks:
+        part = parse_text(chunk, path)
+        for obj in part.objects:
+            if obj.source is not None:
+                object.__setattr__(obj, "source", Source(path, obj.source.line + offset))
+            objects.append(obj)
+        problems.extend(_shift(p, offset) for p in part.problems)
+        notes.extend(_shift(p, offset) for p in part.notes)
+    return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
+
+
+def _shift(problem: Problem, offset: int) -> Problem:
+    return Problem(
+        problem.path, problem.line + offset if problem.line else 0, problem.subject, problem.field,
+        problem.message, problem.note,
+    )
+
+
 def _with_source(obj: Object, source: Source) -> Object:
-    return dataclasses.replace(obj, source=source)
+    # The object is brand new and not yet shared: set the field in place, as a frozen dataclass's own
+    # __init__ does, rather than copy every object of a large zone with dataclasses.replace.
+    object.__setattr__(obj, "source", source)
+    return obj
 
 
 # --- documents and lines ----------------------------------------------------------------------------
@@ -205,7 +241,10 @@ def _documents(text: str, path: str) -> Iterator[_Doc]:
         raw: list[Any] = [json.loads(text)] if text.strip() else []
         starts = [1]
     else:
-        raw = list(yaml.load_all(text, Loader=_Loader))
+        try:
+            raw = fastyaml.load_all(text)
+        except fastyaml.Unsupported:
+            raw = list(yaml.load_all(text, Loader=_Loader))
         starts = _document_lines(text, len(raw))
     owner: list[Any] = []
     for index, data in enumerate(raw):
@@ -299,7 +338,9 @@ def locate_in_file(source: Source, field_path: Path) -> int:
                     candidates.extend(value.value)
     best = None
     for node in candidates:
-        if node.start_mark.line + 1 <= source.line and (best is None or node.start_mark.line >= best.start_mark.line):
+        if node.start_mark.line + 1 <= source.line and (
+            best is None or node.start_mark.line >= best.start_mark.line
+        ):
             best = node
     if best is None:
         return 0
@@ -512,7 +553,8 @@ def parse_object(data: Any) -> Object | None:
     else:
         namespace = _str(meta, "namespace", ("metadata",)) or "default"
         _check(("metadata", "namespace"), dns1123_label_error(namespace))
-    return _PARSERS[kind](data, meta, namespace, name)
+    obj: Object = _PARSERS[kind](data, meta, namespace, name)
+    return obj
 
 
 def _parse_namespace(data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str) -> Namespace:
@@ -546,9 +588,7 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
     sp: Path = ("spec",)
     type_ = _str(spec, "type", sp, default=CLUSTER_IP)
     if type_ not in SERVICE_TYPES:
-        raise ManifestError(
-            ("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {type_!r}"
-        )
+        raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {type_!r}")
     external_name = ""
     if type_ == EXTERNAL_NAME:
         external_name = _str(spec, "externalName", sp, required=True)
@@ -557,7 +597,9 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
     families, policy = _ip_families(spec, cluster_ips)
     ports = _service_ports(spec, type_, required=not headless and type_ != EXTERNAL_NAME)
     selector = _labels(spec, "selector", sp) or None
-    external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
+    external_ips = tuple(
+        _ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp))
+    )
     ingress: list[str] = []
     status = _map(data, "status", ())
     for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
@@ -618,7 +660,9 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
     for i, v in enumerate(requested):
         ips.append(_ip(v, ("spec", "clusterIPs", i) if many else ("spec", *key)))
     if len(ips) == 2 and ipaddress.ip_address(ips[0]).version == ipaddress.ip_address(ips[1]).version:
-        raise ManifestError(("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address")
+        raise ManifestError(
+            ("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address"
+        )
     return False, tuple(ips)
 
 
@@ -656,7 +700,9 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
     seen_ports: set[tuple[int, str]] = set()
     items = list(_items(spec, "ports", ("spec",)))
     if required and not items:
-        raise ManifestError(("spec", "ports"), "required field is missing (a Service needs at least one port)")
+        raise ManifestError(
+            ("spec", "ports"), "required field is missing (a Service needs at least one port)"
+        )
     for p, item in items:
         name = _str(item, "name", p)
         if name:
@@ -699,7 +745,7 @@ def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name:
     st: Path = ("status",)
     ips: list[str] = []
     for i, item in enumerate(_list(status, "podIPs", st)):
-        p = ("status", "podIPs", i)
+        p: Path = ("status", "podIPs", i)
         if not isinstance(item, dict):
             raise ManifestError(p, f"must be a mapping, got {_type_name(item)}")
         ips.append(_ip(item.get("ip"), (*p, "ip")))
@@ -736,7 +782,8 @@ def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
         for p_index, port in enumerate(c.ports):
             if port.name and port.name in ports:
                 raise ManifestError(
-                    (*path, "containers", c_index, "ports", p_index, "name"), f"duplicate port name {port.name!r}"
+                    (*path, "containers", c_index, "ports", p_index, "name"),
+                    f"duplicate port name {port.name!r}",
                 )
             ports.add(port.name)
     hostname = _str(spec, "hostname", path)
@@ -753,7 +800,8 @@ def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
         enable_service_links=_bool(spec, "enableServiceLinks", path, True),
         host_network=_bool(spec, "hostNetwork", path, False),
         node_name=_str(spec, "nodeName", path),
-        service_account_name=_str(spec, "serviceAccountName", path) or _str(spec, "serviceAccount", path)
+        service_account_name=_str(spec, "serviceAccountName", path)
+        or _str(spec, "serviceAccount", path)
         or "default",
     )
 
@@ -775,7 +823,9 @@ def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> t
             port_name = _str(port, "name", pp)
             if port_name:
                 _check((*pp, "name"), port_name_error(port_name))
-            ports.append(ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp)))
+            ports.append(
+                ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp))
+            )
         out.append(
             Container(
                 name=name,
@@ -784,7 +834,10 @@ def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> t
                 env=tuple(_env_var(ep, e) for ep, e in _items(item, "env", p)),
                 env_from=tuple(_env_from(ep, e) for ep, e in _items(item, "envFrom", p)),
                 resources={
-                    k: {str(rk): str(rv) for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()}
+                    k: {
+                        str(rk): str(rv)
+                        for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()
+                    }
                     for k in ("limits", "requests")
                 },
             )
@@ -837,7 +890,9 @@ def _env_from(path: Path, item: dict[str, Any]) -> EnvFrom:
         if key in item:
             ref = _map(item, key, path)
             rp = (*path, key)
-            return EnvFrom(kind, _str(ref, "name", rp, required=True), prefix, _bool(ref, "optional", rp, False))
+            return EnvFrom(
+                kind, _str(ref, "name", rp, required=True), prefix, _bool(ref, "optional", rp, False)
+            )
     raise ManifestError(path, "must set configMapRef or secretRef")
 
 
@@ -933,7 +988,9 @@ def _endpoint_ports(item: dict[str, Any], path: Path) -> tuple[EndpointPort, ...
     return tuple(ports)
 
 
-def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointsObject:
+def _parse_endpoints(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str
+) -> EndpointsObject:
     _check(("metadata", "name"), dns1035_label_error(name))
     endpoints: list[Endpoint] = []
     for sp, subset in _items(data, "subsets", ()):
@@ -957,7 +1014,9 @@ def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str,
     return EndpointsObject(namespace, name, tuple(endpoints))
 
 
-def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointSlice:
+def _parse_endpoint_slice(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str
+) -> EndpointSlice:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     labels = _labels(meta, "labels", ("metadata",))
     service_name = labels.get("kubernetes.io/service-name", "")
@@ -985,7 +1044,14 @@ def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace:
             if (":" in ip) != (address_type == "IPv6"):
                 raise ManifestError((*ep, "addresses", i), f"must be an {address_type} address, got {ip}")
             endpoints.append(
-                Endpoint(ip, ports, ready, hostname, _str(item, "nodeName", ep), _str(target, "name", (*ep, "targetRef")))
+                Endpoint(
+                    ip,
+                    ports,
+                    ready,
+                    hostname,
+                    _str(item, "nodeName", ep),
+                    _str(target, "name", (*ep, "targetRef")),
+                )
             )
     return EndpointSlice(namespace, name, service_name, address_type, tuple(endpoints))
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clusterdns.allocate import Claim, IPSpace, PortSpace, Refusal, Store, SuffixSpace
-from clusterdns.manifests import FileResult, Path, Problem, parse_cidr, ManifestError
+from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
     ConfigMap,
     Endpoint,
     EndpointPort,
-    EndpointsObject,
     EndpointSlice,
+    EndpointsObject,
     Namespace,
     Object,
     Pod,
@@ -200,7 +200,9 @@ def build(
     services = [s for s in builtin_services(service_cidrs) if s.key not in names] + services
 
     pods = [p for p in by_kind["Pod"] if isinstance(p, Pod)]
-    workloads = [w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)]
+    workloads = [
+        w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)
+    ]
 
     # --- allocation: one transaction for every pool ---
     ip_claims: list[Claim] = []
@@ -224,7 +226,9 @@ def build(
         if svc.type in ("NodePort", "LoadBalancer"):
             for port in svc.ports:
                 owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
-                port_claims.append(Claim(owner, node_ports, None if port.node_port is None else str(port.node_port)))
+                port_claims.append(
+                    Claim(owner, node_ports, None if port.node_port is None else str(port.node_port))
+                )
 
     name_claims: list[Claim] = []
     for w in workloads:
@@ -236,7 +240,9 @@ def build(
             name_claims.append(Claim(f"{w.namespace}/{w.kind}/{prefix}/{i}", space))
 
     seen_claims = [Claim(f"{kind}/{ns}/{name}", _SEEN) for (kind, ns, name) in objects]
-    seen_claims += [Claim(f"Service/{s.namespace}/{s.name}", _SEEN) for s in services if s.source and s.source.line == 0]
+    seen_claims += [
+        Claim(f"Service/{s.namespace}/{s.name}", _SEEN) for s in services if s.source and s.source.line == 0
+    ]
 
     results, created = store.allocate(
         {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims},
@@ -244,60 +250,21 @@ def build(
     )
     pod_names = results["pod-name"]
 
-    # Workload pods: now that their names are known.
+    # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
     for w in workloads:
         pods.extend(_workload_pods(w, pod_names))
-
-    # Pod IPs: a second pool, so that generated pods are included.
-    pod_nets = {ipaddress.ip_network(c).version: c for c in config.pod_cidrs}
-    pod_spaces = {v: IPSpace(c, [c], "pod IP") for v, c in pod_nets.items()}
-    pod_claims: list[Claim] = []
-    seen_pods: dict[tuple[str, str], Pod] = {}
-    kept_pods: list[Pod] = []
-    for pod in pods:
-        if pod.key in seen_pods:
-            b.problem(pod, (), f"duplicate Pod name; the one at {seen_pods[pod.key].source} is used")
-            continue
-        seen_pods[pod.key] = pod
-        kept_pods.append(pod)
-        if pod.spec.host_network and pod.ips:
-            continue  # host addresses are the node's, not the pod network's
-        for version, cidr in sorted(pod_nets.items()):
-            wish = next((ip for ip in pod.ips if ipaddress.ip_address(ip).version == version), None)
-            if pod.ips and wish is None:
-                continue  # a Pod that states its IPs gets no other family
-            pod_claims.append(Claim(f"{pod.namespace}/{pod.name} IPv{version}", pod_spaces[version], wish))
-    pod_results, pod_created = store.allocate({"pod-ip": pod_claims}, now)
+    final_pods, pod_created = _allocate_pod_ips(b, pods)
     created.update(pod_created)
-    pod_ips = pod_results["pod-ip"]
 
-    final_pods: dict[tuple[str, str], Pod] = {}
-    for pod in kept_pods:
-        if pod.spec.host_network and pod.ips:
-            final_pods[pod.key] = pod
-            continue
-        ips: list[str] = []
-        refused = False
-        for version in sorted(pod_nets):
-            got = pod_ips.get(f"{pod.namespace}/{pod.name} IPv{version}")
-            if isinstance(got, Refusal):
-                b.problem(pod, ("status", "podIP"), got.message)
-                refused = True
-            elif got is not None:
-                ips.append(got)
-        if refused:
-            continue
-        if pod.ips:  # keep the declared order
-            ips = [ip for ip in pod.ips if ip in ips] or ips
-        final_pods[pod.key] = dataclasses.replace(pod, ips=tuple(ips))
-
-    final_services = _apply_service_allocations(b, services, service_wants, results["service-ip"], results["node-port"])
+    final_services = _apply_service_allocations(
+        b, services, service_wants, results["service-ip"], results["node-port"]
+    )
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
         assert isinstance(obj, Namespace)
         namespaces[obj.name] = obj
-    for (kind, ns, _), _obj in objects.items():
+    for _kind, ns, _name in objects:
         if ns and ns not in namespaces:
             namespaces[ns] = Namespace(ns)
 
@@ -321,7 +288,12 @@ def build(
         problems=tuple(b.problems),
         notes=tuple(notes),
         created={owner: t for (pool, owner), t in created.items() if pool == "object"}
-        | {f"Pod/{ns}/{name}": created.get(("pod-ip", f"{ns}/{name} IPv4"), now) for ns, name in final_pods},
+        | {
+            f"Pod/{ns}/{name}": created.get(("pod-ip", f"{ns}/{name} IPv4"))
+            or created.get(("pod-ip", f"{ns}/{name} IPv6"))
+            or created.get(("object", f"Pod/{ns}/{name}"), now)
+            for ns, name in final_pods
+        },
     )
 
 
@@ -331,11 +303,91 @@ class _Seen:
     def invalid(self, value: str) -> str | None:
         return None
 
-    def candidates(self, owner: str) -> Iterable[str]:
+    def candidates(self, owner: str) -> Iterator[str]:
         yield owner
 
 
 _SEEN = _Seen()
+
+
+def _allocate_pod_ips(
+    b: _Builder, pods: list[Pod]
+) -> tuple[dict[tuple[str, str], Pod], dict[tuple[str, str], float]]:
+    """Give every Pod an IP of each pod-network family, keeping the IPs a manifest states.
+
+    A Pod that states its IPs gets no other family; a hostNetwork Pod's stated IPs are the node's and
+    are not taken from the pod network. Duplicate Pod names: the first one wins.
+    """
+    nets = {ipaddress.ip_network(c).version: c for c in b.config.pod_cidrs}
+    versions = sorted(nets)
+    spaces = {v: IPSpace(c, [c], "pod IP") for v, c in nets.items()}
+    claims: list[Claim] = []
+    kept: dict[tuple[str, str], Pod] = {}
+    owners: list[tuple[Pod, list[str]]] = []  # each Pod that takes pod-network IPs, with its claims
+    for pod in pods:
+        key = (pod.namespace, pod.name)
+        if key in kept:
+            b.problem(pod, (), f"duplicate Pod name; the one at {kept[key].source} is used")
+            continue
+        kept[key] = pod
+        if pod.spec.host_network and pod.ips:
+            continue
+        mine = []
+        for version in versions:
+            wish = None
+            if pod.ips:
+                wish = next((ip for ip in pod.ips if _version(ip) == version), None)
+                if wish is None:
+                    continue
+            owner = f"{pod.namespace}/{pod.name} IPv{version}"
+            claims.append(Claim(owner, spaces[version], wish))
+            mine.append(owner)
+        owners.append((pod, mine))
+    results, created = b.store.allocate({"pod-ip": claims}, b.now)
+    got_ips = results["pod-ip"]
+    out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips}
+    for pod, mine in owners:
+        ips: list[str] = []
+        refused = False
+        for owner in mine:
+            got = got_ips[owner]
+            if isinstance(got, Refusal):
+                b.problem(pod, ("status", "podIP"), got.message)
+                refused = True
+            else:
+                ips.append(got)
+        if refused:
+            continue
+        if pod.ips:  # keep the declared order
+            ips = [ip for ip in pod.ips if ip in ips] or ips
+        if pod.owner:  # generated by this build and not yet shared: fill in place, as __init__ would
+            object.__setattr__(pod, "ips", tuple(ips))
+            out[(pod.namespace, pod.name)] = pod
+        else:  # a manifest's Pod, shared with the cached parse of its file: copy
+            out[(pod.namespace, pod.name)] = _pod_with_ips(pod, tuple(ips))
+    return out, created
+
+
+def _pod_with_ips(pod: Pod, ips: tuple[str, ...]) -> Pod:
+    """dataclasses.replace(pod, ips=ips), spelled out: it runs for every Pod and replace is slow."""
+    return Pod(
+        pod.namespace,
+        pod.name,
+        pod.spec,
+        pod.labels,
+        pod.annotations,
+        ips,
+        pod.host_ip,
+        pod.ready,
+        pod.phase,
+        pod.owner,
+        pod.uid,
+        pod.source,
+    )
+
+
+def _version(ip: str) -> int:
+    return 6 if ":" in ip else 4
 
 
 def _first_per_family(cidrs: Sequence[str]) -> dict[str, str]:
@@ -348,9 +400,7 @@ def _first_per_family(cidrs: Sequence[str]) -> dict[str, str]:
 def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) -> list[str] | None:
     """The IP families a Service gets cluster IPs of, primary first; None (and a problem) if impossible."""
     primary = next(iter(allocating))
-    order = list(svc.ip_families) or [
-        f"IPv{ipaddress.ip_address(ip).version}" for ip in svc.cluster_ips
-    ] or [primary]
+    order = list(svc.ip_families) or [f"IPv{_version(ip)}" for ip in svc.cluster_ips] or [primary]
     if svc.ip_family_policy == "SingleStack":
         families = order[:1]
     else:
@@ -358,7 +408,8 @@ def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) 
         families = [f for f in families if f in allocating]
         if svc.ip_family_policy == "RequireDualStack" and len(families) < 2:
             b.problem(
-                svc, ("spec", "ipFamilyPolicy"),
+                svc,
+                ("spec", "ipFamilyPolicy"),
                 "RequireDualStack needs a service CIDR of each IP family (add one with --service-cidr)",
             )
             return None
@@ -366,7 +417,11 @@ def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) 
             families = [primary]
     for i, family in enumerate(families):
         if family not in allocating:
-            b.problem(svc, ("spec", "ipFamilies", i), f"{family} is not served: no {family} service CIDR is configured")
+            b.problem(
+                svc,
+                ("spec", "ipFamilies", i),
+                f"{family} is not served: no {family} service CIDR is configured",
+            )
             return None
     return families
 
@@ -387,7 +442,7 @@ def _apply_service_allocations(
             continue
         refused = False
         cluster_ips: list[str] = []
-        for i, (owner, wish) in enumerate(wants[svc.key]):
+        for i, (owner, _wish) in enumerate(wants[svc.key]):
             got = ips[owner]
             if isinstance(got, Refusal):
                 path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
@@ -407,14 +462,17 @@ def _apply_service_allocations(
             new_ports.append(port)
         if refused:
             continue
-        families = tuple(f"IPv{ipaddress.ip_address(ip).version}" for ip in cluster_ips)
-        out[svc.key] = dataclasses.replace(svc, cluster_ips=tuple(cluster_ips), ports=tuple(new_ports), ip_families=families)
+        families = tuple(f"IPv{_version(ip)}" for ip in cluster_ips)
+        out[svc.key] = dataclasses.replace(
+            svc, cluster_ips=tuple(cluster_ips), ports=tuple(new_ports), ip_families=families
+        )
     return out
 
 
 def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]:
     """The Pods a Deployment, ReplicaSet or StatefulSet runs, all Running and Ready."""
     out = []
+    owner = f"{w.kind}/{w.name}"
     labels = dict(w.template.labels)
     prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
     if w.template_hash:
@@ -423,7 +481,11 @@ def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]
         spec = w.template.spec
         if w.kind == "StatefulSet":
             name = f"{w.name}-{i}"
-            pod_labels = {**labels, "statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(i)}
+            pod_labels = {
+                **labels,
+                "statefulset.kubernetes.io/pod-name": name,
+                "apps.kubernetes.io/pod-index": str(i),
+            }
             spec = dataclasses.replace(spec, hostname=name, subdomain=w.service_name or spec.subdomain)
         else:
             got = names.get(f"{w.namespace}/{w.kind}/{prefix}/{i}")
@@ -432,13 +494,18 @@ def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]
             name, pod_labels = got, labels
         out.append(
             Pod(
-                namespace=w.namespace,
-                name=name,
-                spec=spec,
-                labels=pod_labels,
-                annotations=dict(w.template.annotations),
-                owner=f"{w.kind}/{w.name}",
-                source=w.source,
+                w.namespace,
+                name,
+                spec,
+                pod_labels,
+                w.template.annotations,
+                (),
+                "",
+                True,
+                "Running",
+                owner,
+                "",
+                w.source,
             )
         )
     return out
@@ -496,9 +563,11 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
         if candidates is None or len(found) < len(candidates):
             candidates = found
     versions = {4 if f == "IPv4" else 6 for f in svc.ip_families}
+    others = [(k, v) for k, v in svc.selector.items() if candidates is not index.get((svc.namespace, k, v))]
     eps: list[Endpoint] = []
-    for pod in sorted(candidates or (), key=lambda p: p.name):
-        if any(pod.labels.get(k) != v for k, v in svc.selector.items()):
+    for pod in sorted(candidates or (), key=_by_name):
+        labels = pod.labels
+        if others and any(labels.get(k) != v for k, v in others):
             continue
         ports = []
         for sp in svc.ports:
@@ -510,10 +579,14 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
         hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
         ready = pod.ready or svc.publish_not_ready_addresses
         for ip in pod.ips:
-            if versions and ipaddress.ip_address(ip).version not in versions:
+            if versions and _version(ip) not in versions:
                 continue
             eps.append(Endpoint(ip, tuple(ports), ready, hostname, pod.spec.node_name, pod.name))
     return eps
+
+
+def _by_name(pod: Pod) -> str:
+    return pod.name
 
 
 def _resolve_target_port(port: ServicePort, pod: Pod) -> int | None:

@@ -7,7 +7,9 @@ Registry. This and `manifests.read_file` are where manifests are read from disk.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import threading
 
 from clusterdns.allocate import Store
 from clusterdns.manifests import FileResult, find_files, locate_in_file, read_file
@@ -35,6 +37,38 @@ def open_store(state: str | None, zones: str) -> Store:
         raise ZonesError(f"state directory {path}: {exc}") from None
 
 
+PARALLEL_BYTES = 2_000_000  # below this, a second process costs more than it saves
+
+
+def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
+    """Parse (size, path) files; a large first load is split with one forked process per spare core.
+
+    Parsing is pure CPU and files are independent, so a 10,000-Service directory loads in about half
+    the time on two cores. Forking is only done while this process has a single thread (before the
+    server starts its watcher), where it is safe.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = sum(size for size, _ in files)
+    if cores < 2 or len(files) < 2 or total < PARALLEL_BYTES or threading.active_count() > 1:
+        return [read_file(path) for _, path in files]
+    bins: list[list[str]] = [[] for _ in range(min(cores, len(files)))]
+    loads = [0] * len(bins)
+    for size, path in sorted(files, reverse=True):  # largest first, each to the lightest bin
+        i = loads.index(min(loads))
+        bins[i].append(path)
+        loads[i] += size
+    with multiprocessing.get_context("fork").Pool(len(bins) - 1) as pool:
+        pending = pool.map_async(_read_many, bins[1:])
+        results = _read_many(bins[0])
+        for chunk in pending.get():
+            results.extend(chunk)
+    return results
+
+
+def _read_many(paths: list[str]) -> list[FileResult]:
+    return [read_file(path) for path in paths]
+
+
 class Zones:
     def __init__(self, directory: str, config: Config, store: Store) -> None:
         self.directory = directory
@@ -46,7 +80,8 @@ class Zones:
         """Every manifest file's parse result, re-reading only files that changed."""
         if not os.path.isdir(self.directory):
             raise ZonesError(f"zones directory {self.directory}: not found (give one with --zones DIR)")
-        fresh: dict[str, FileResult] = {}
+        fresh: dict[str, FileResult | None] = {}
+        stale: list[tuple[int, str]] = []
         for path in find_files(self.directory):
             old = self.files.get(path)
             try:
@@ -56,9 +91,12 @@ class Zones:
             if old is not None and old.stamp == (st.st_mtime, st.st_size):
                 fresh[path] = old
             else:
-                fresh[path] = read_file(path)
-        self.files = fresh
-        return list(fresh.values())
+                fresh[path] = None
+                stale.append((st.st_size, path))
+        for result in read_files(stale):
+            fresh[result.path] = result
+        self.files = {path: r for path, r in fresh.items() if r is not None}
+        return list(self.files.values())
 
     def load(self, now: float) -> Registry:
         return build(self.scan(), self.config, self.store, now, locate=locate_in_file)

@@ -347,7 +347,7 @@ stringData:
 
 
 def pod(spec: str, extra: str = "") -> str:
-    """A Pod manifest default/web with container `app` whose body (env, envFrom, ...) is `spec`."""
+    """Pod default/web: container app with body `spec` (env, envFrom, ...), then `extra` spec YAML."""
     body = "\n".join(f"    {line}" for line in spec.strip("\n").splitlines())
     return f"""
 ---
@@ -594,13 +594,12 @@ def test_allocatable_stand_in(tmp_path: Path) -> None:
     assert (env["SIDE_CPU"], env["STORAGE_GI"]) == ("8", "0")
 
 
-MULTI = """
-- name: side
-  image: busybox
-  env: [{name: WHO, value: side}]
-initContainers:
-- name: setup
-  env: [{name: WHO, value: setup}]"""
+MULTI = """  - name: side
+    image: busybox
+    env: [{name: WHO, value: side}]
+  initContainers:
+  - name: setup
+    env: [{name: WHO, value: setup}]"""
 
 
 @pytest.mark.parametrize(
@@ -608,15 +607,13 @@ initContainers:
 )
 def test_container_choice(tmp_path: Path, name: str | None, who: str) -> None:
     """The first container by default, else the one named, init containers included."""
-    registry = registry_of(
-        tmp_path, SOURCES + pod("env: [{name: WHO, value: app}]", MULTI.replace("\n", "\n  "))
-    )
+    registry = registry_of(tmp_path, SOURCES + pod("env: [{name: WHO, value: app}]", MULTI))
     assert container_env(registry, registry.pods[("default", "web")], name)["WHO"] == who
 
 
 def test_unknown_container(tmp_path: Path) -> None:
     """An unknown container name is an EnvError listing the Pod's containers."""
-    registry = registry_of(tmp_path, SOURCES + pod("image: nginx", MULTI.replace("\n", "\n  ")))
+    registry = registry_of(tmp_path, SOURCES + pod("image: nginx", MULTI))
     with pytest.raises(EnvError) as info:
         container_env(registry, registry.pods[("default", "web")], "nope")
     assert (
@@ -705,6 +702,8 @@ ENV = {
     "URL": "tcp://[fd00::1]:80",
     "A": "80",
     "EMPTY": "",
+    "LF": "\n",
+    "X\n": "name with a newline",
     "SPACES": "two words ",
     "MULTI": "line1\nline2",
     "DOLLAR": "$(HOME) ${x} #no",
@@ -722,12 +721,14 @@ def test_format_dotenv() -> None:
         "A=80\n"
         "DOLLAR='$(HOME) ${x} #no'\n"
         "EMPTY=\n"
+        "LF='\n'\n"
         "MULTI='line1\nline2'\n"
         'QUOTES="it\'s \\"\\$HOME\\"\\r\\n"\n'
         "SPACES='two words '\n"
         'TRAILING="C:\\\\dir\\\\"\n'
         "URL=tcp://[fd00::1]:80\n"
         "WINDOWS='C:\\dir\\x'\n"
+        '# left out, not a valid name here: "X\\n"\n'
         '# left out, not a valid name here: "a:b"\n'
         "my.dotted-name=x\n"
     )
@@ -739,12 +740,14 @@ def test_format_shell() -> None:
         "export A=80\n"
         "export DOLLAR='$(HOME) ${x} #no'\n"
         "export EMPTY=''\n"
+        "export LF='\n'\n"
         "export MULTI='line1\nline2'\n"
         "export QUOTES='it'\"'\"'s \"$HOME\"\r\n'\n"
         "export SPACES='two words '\n"
         "export TRAILING='C:\\dir\\'\n"
         "export URL='tcp://[fd00::1]:80'\n"
         "export WINDOWS='C:\\dir\\x'\n"
+        '# left out, not a valid name here: "X\\n"\n'
         '# left out, not a valid name here: "a:b"\n'
         '# left out, not a valid name here: "my.dotted-name"\n'
     )

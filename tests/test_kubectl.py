@@ -21,8 +21,9 @@ NOW = T0 + 300  # ...and is five minutes old when printed
 CREATED = "2023-11-14T22:13:20Z"
 CONFIG = Config(pod_cidrs=("10.244.0.0/16", "fd00:244::/64"))
 
-# A namespace with every Service type, dual-stack and IPv6 Services, Pods that are ready, not ready,
-# pending and missing a named port, and a selectorless Service with and without an Endpoints object.
+# A namespace with every Service type but LoadBalancer (in `edge`, whose table is wider), dual-stack and
+# IPv6 Services, Pods that are ready, not ready, pending and missing a named port, and selectorless
+# Services with and without an Endpoints object.
 SHOP = """\
 apiVersion: networking.k8s.io/v1
 kind: ServiceCIDR
@@ -62,12 +63,11 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: lb, namespace: shop}
+metadata: {name: lb, namespace: edge}
 spec:
   type: LoadBalancer
   clusterIP: 10.0.0.52
   externalIPs: [198.51.100.9]
-  selector: {app: web}
   ports: [{port: 443, targetPort: 8443, nodePort: 31443}]
 status:
   loadBalancer:
@@ -319,19 +319,23 @@ def test_human_duration(seconds: float, text: str) -> None:
 
 
 SERVICES = """\
-NAME      TYPE           CLUSTER-IP    EXTERNAL-IP                                             PORT(S)                       AGE
-api       NodePort       10.0.0.51     <none>                                                  80:30080/TCP,9090:30090/TCP   5m
-db        ClusterIP      None          <none>                                                  5432/TCP                      5m
-dual      ClusterIP      10.0.0.53     198.51.100.7                                            80/TCP                        5m
-ext       ExternalName   <none>        db.example.com                                          <none>                        5m
-lb        LoadBalancer   10.0.0.52     203.0.113.10,203.0.113.20,lb.example.com,198.51.100.9   443:31443/TCP                 5m
-manual    ClusterIP      10.0.0.56     <none>                                                  80/TCP                        5m
-multi     ClusterIP      10.0.0.55     <none>                                                  80/TCP,81/TCP                 5m
-orphan    ClusterIP      10.0.0.57     <none>                                                  80/TCP                        5m
-peers     ClusterIP      None          <none>                                                  <none>                        5m
-pending   LoadBalancer   10.0.0.54     <pending>                                               80:30001/TCP                  5m
-v6        ClusterIP      fd00:10::60   <none>                                                  80/TCP                        5m
-web       ClusterIP      10.0.0.50     <none>                                                  80/TCP                        5m
+NAME      TYPE           CLUSTER-IP    EXTERNAL-IP      PORT(S)                       AGE
+api       NodePort       10.0.0.51     <none>           80:30080/TCP,9090:30090/TCP   5m
+db        ClusterIP      None          <none>           5432/TCP                      5m
+dual      ClusterIP      10.0.0.53     198.51.100.7     80/TCP                        5m
+ext       ExternalName   <none>        db.example.com   <none>                        5m
+manual    ClusterIP      10.0.0.56     <none>           80/TCP                        5m
+multi     ClusterIP      10.0.0.55     <none>           80/TCP,81/TCP                 5m
+orphan    ClusterIP      10.0.0.57     <none>           80/TCP                        5m
+peers     ClusterIP      None          <none>           <none>                        5m
+pending   LoadBalancer   10.0.0.54     <pending>        80:30001/TCP                  5m
+v6        ClusterIP      fd00:10::60   <none>           80/TCP                        5m
+web       ClusterIP      10.0.0.50     <none>           80/TCP                        5m
+"""
+
+LOAD_BALANCER = """\
+NAME   TYPE           CLUSTER-IP   EXTERNAL-IP                                             PORT(S)         AGE
+lb     LoadBalancer   10.0.0.52    203.0.113.10,203.0.113.20,lb.example.com,198.51.100.9   443:31443/TCP   5m
 """
 
 SERVICES_WIDE = """\
@@ -350,7 +354,6 @@ NAME     ENDPOINTS                                                     AGE
 api      10.244.2.1:8000,10.244.2.1:9090,10.244.2.2:9090               5m
 db                                                                     5m
 dual     10.244.1.1:8080,10.244.1.2:8080                               5m
-lb       10.244.1.1:8443,10.244.1.2:8443                               5m
 manual   192.0.2.42:9376                                               5m
 multi    10.244.1.1:8080,10.244.1.2:8080,10.244.1.1:8081 + 1 more...   5m
 peers                                                                  5m
@@ -377,6 +380,7 @@ web-1   1/1     Running   0          5m    10.244.1.1   node-a   <none>         
 NAMESPACES = """\
 NAME          STATUS   AGE
 default       Active   <unknown>
+edge          Active   <unknown>
 kube-public   Active   <unknown>
 kube-system   Active   <unknown>
 shop          Active   5m
@@ -384,22 +388,35 @@ shop          Active   5m
 
 
 @pytest.mark.parametrize(
-    ("resource", "name", "wide", "expected"),
+    ("resource", "name", "namespace", "wide", "expected"),
     [
-        ("svc", None, False, SERVICES),
-        ("svc", "api", True, SERVICES_WIDE),
-        ("svc", "orphan", True, SERVICE_NO_SELECTOR_WIDE),
-        ("ep", None, False, ENDPOINTS),
-        ("pods", None, False, PODS),
-        ("po", "web-1", True, PODS_WIDE),
-        ("ns", None, False, NAMESPACES),
-        ("ns", None, True, NAMESPACES),
+        ("svc", None, "shop", False, SERVICES),
+        ("svc", None, "edge", False, LOAD_BALANCER),
+        ("svc", "api", "shop", True, SERVICES_WIDE),
+        ("svc", "orphan", "shop", True, SERVICE_NO_SELECTOR_WIDE),
+        ("ep", None, "shop", False, ENDPOINTS),
+        ("pods", None, "shop", False, PODS),
+        ("po", "web-1", "shop", True, PODS_WIDE),
+        ("ns", None, "shop", False, NAMESPACES),
+        ("ns", None, None, True, NAMESPACES),
     ],
-    ids=["services", "service-wide", "selectorless-wide", "endpoints", "pods", "pod-wide", "ns", "ns-wide"],
+    ids=[
+        "services",
+        "load-balancer",
+        "service-wide",
+        "selectorless-wide",
+        "endpoints",
+        "pods",
+        "pod-wide",
+        "ns",
+        "ns-all-wide",
+    ],
 )
-def test_get_table(shop: Registry, resource: str, name: str | None, wide: bool, expected: str) -> None:
+def test_get_table(
+    shop: Registry, resource: str, name: str | None, namespace: str | None, wide: bool, expected: str
+) -> None:
     """`kubectl get` tables in one namespace: every column rule, aligned as kubectl's tabwriter does."""
-    assert get_table(shop, resource, name, "shop", wide, NOW) == expected
+    assert get_table(shop, resource, name, namespace, wide, NOW) == expected
 
 
 SERVICES_ALL = """\
@@ -477,7 +494,9 @@ def test_get_table_nothing_found(tmp_path: Path, resource: str, namespace: str |
         ("foo", None, "shop", 'error: the server doesn\'t have a resource type "foo"'),
     ],
 )
-def test_get_errors(shop: Registry, resource: str, name: str | None, namespace: str | None, message: str) -> None:
+def test_get_errors(
+    shop: Registry, resource: str, name: str | None, namespace: str | None, message: str
+) -> None:
     """Unknown names and resources fail with kubectl's messages, for tables and objects alike."""
     with pytest.raises(KubectlError) as table_error:
         get_table(shop, resource, name, namespace, False, NOW)
@@ -512,9 +531,10 @@ def test_service_object(shop: Registry) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "spec", "status"),
+    ("namespace", "name", "spec", "status"),
     [
         (
+            "edge",
             "lb",
             {
                 "allocateLoadBalancerNodePorts": True,
@@ -532,9 +552,15 @@ def test_service_object(shop: Registry) -> None:
                 }
             },
         ),
-        ("ext", {"externalName": "db.example.com", "sessionAffinity": "None", "type": "ExternalName"}, None),
-        ("db", {"clusterIP": "None", "clusterIPs": ["None"], "ipFamilies": ["IPv4"]}, None),
         (
+            "shop",
+            "ext",
+            {"externalName": "db.example.com", "sessionAffinity": "None", "type": "ExternalName"},
+            None,
+        ),
+        ("shop", "db", {"clusterIP": "None", "clusterIPs": ["None"], "ipFamilies": ["IPv4"]}, None),
+        (
+            "shop",
             "dual",
             {
                 "clusterIPs": ["10.0.0.53", "fd00:10::53"],
@@ -546,10 +572,10 @@ def test_service_object(shop: Registry) -> None:
     ],
 )
 def test_service_object_by_type(
-    shop: Registry, name: str, spec: dict[str, object], status: dict[str, object] | None
+    shop: Registry, namespace: str, name: str, spec: dict[str, object], status: dict[str, object] | None
 ) -> None:
     """Each Service type shows its own fields; ExternalName has no cluster IP or IP families."""
-    obj = get_objects(shop, "service", name, "shop")
+    obj = get_objects(shop, "service", name, namespace)
     assert {k: obj["spec"].get(k) for k in spec} == spec
     if status is not None:
         assert obj["status"] == status
@@ -557,19 +583,31 @@ def test_service_object_by_type(
         assert not {"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "ports"} & obj["spec"].keys()
 
 
-@pytest.mark.parametrize("name", ["web", "api", "lb", "pending", "ext", "dual", "v6", "manual"])
-def test_service_yaml_round_trip(shop: Registry, name: str) -> None:
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("shop", "web"),
+        ("shop", "api"),
+        ("edge", "lb"),
+        ("shop", "pending"),
+        ("shop", "ext"),
+        ("shop", "dual"),
+        ("shop", "v6"),
+        ("shop", "manual"),
+    ],
+)
+def test_service_yaml_round_trip(shop: Registry, key: tuple[str, str]) -> None:
     """A Service's YAML, parsed again as a manifest, gives back the same Service."""
-    text = yaml.safe_dump(get_objects(shop, "svc", name, "shop"))
+    text = yaml.safe_dump(get_objects(shop, "svc", key[1], key[0]))
     parsed = parse_text(text, "round-trip.yaml")
     assert parsed.problems == ()
     (again,) = parsed.objects
     assert isinstance(again, Service)
-    assert dataclasses.replace(again, source=None) == dataclasses.replace(shop.services[("shop", name)], source=None)
+    assert dataclasses.replace(again, source=None) == dataclasses.replace(shop.services[key], source=None)
 
 
 def test_endpoints_object(shop: Registry) -> None:
-    """v1 Endpoints: ready and not-ready addresses in subsets, sorted by IP, labels copied from the Service."""
+    """v1 Endpoints: ready and not-ready addresses, sorted by IP; labels copied from the Service."""
     assert get_objects(shop, "ep", "web", "shop") == {
         "apiVersion": "v1",
         "kind": "Endpoints",
@@ -637,7 +675,12 @@ def test_pod_object(shop: Registry) -> None:
     assert get_objects(shop, "pod", "web-1", "shop") == {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "web-1", "namespace": "shop", "creationTimestamp": CREATED, "labels": {"app": "web"}},
+        "metadata": {
+            "name": "web-1",
+            "namespace": "shop",
+            "creationTimestamp": CREATED,
+            "labels": {"app": "web"},
+        },
         "spec": {
             "containers": [
                 {"image": "nginx", "name": "app", "ports": [{"containerPort": 8080, "protocol": "TCP"}]}
@@ -666,9 +709,11 @@ def test_namespace_list(shop: Registry) -> None:
     """Without a name the result is a v1 List; namespaces carry the metadata.name label and phase Active."""
     listed = get_objects(shop, "ns", None, None)
     assert listed.keys() == {"apiVersion", "kind", "items", "metadata"}
-    assert (listed["apiVersion"], listed["kind"], listed["metadata"]) == ("v1", "List", {"resourceVersion": ""})
-    assert [item["metadata"]["name"] for item in listed["items"]] == ["default", "kube-public", "kube-system", "shop"]
-    assert listed["items"][3] == {
+    assert (listed["apiVersion"], listed["kind"]) == ("v1", "List")
+    assert listed["metadata"] == {"resourceVersion": ""}
+    names = [item["metadata"]["name"] for item in listed["items"]]
+    assert names == ["default", "edge", "kube-public", "kube-system", "shop"]
+    assert listed["items"][4] == {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
@@ -685,7 +730,7 @@ def test_namespace_list(shop: Registry) -> None:
     ("resource", "namespace", "names"),
     [
         ("pods", "shop", ["api-1", "api-2", "db-0", "web-1", "web-2", "web-3"]),
-        ("endpoints", "shop", ["api", "db", "dual", "lb", "manual", "multi", "peers", "v6", "web"]),
+        ("endpoints", "shop", ["api", "db", "dual", "manual", "multi", "peers", "v6", "web"]),
         ("services", "empty", []),
     ],
 )
@@ -753,10 +798,10 @@ Events:                   <none>
 
 DESCRIBE_LOAD_BALANCER = """\
 Name:                     lb
-Namespace:                shop
+Namespace:                edge
 Labels:                   <none>
 Annotations:              <none>
-Selector:                 app=web
+Selector:                 <none>
 Type:                     LoadBalancer
 IP Family Policy:         SingleStack
 IP Families:              IPv4
@@ -767,7 +812,7 @@ LoadBalancer Ingress:     203.0.113.20 (VIP), 203.0.113.10 (VIP), lb.example.com
 Port:                     <unset>  443/TCP
 TargetPort:               8443/TCP
 NodePort:                 <unset>  31443/TCP
-Endpoints:                10.244.1.1:8443,10.244.1.2:8443
+Endpoints:                <none>
 Session Affinity:         None
 External Traffic Policy:  Cluster
 Internal Traffic Policy:  Cluster
@@ -829,50 +874,27 @@ Internal Traffic Policy:  Cluster
 Events:                   <none>
 """
 
-DESCRIBE_SELECTORLESS = """\
-Name:                     orphan
-Namespace:                shop
-Labels:                   <none>
-Annotations:              <none>
-Selector:                 <none>
-Type:                     ClusterIP
-IP Family Policy:         SingleStack
-IP Families:              IPv4
-IP:                       10.0.0.57
-IPs:                      10.0.0.57
-Port:                     <unset>  80/TCP
-TargetPort:               80/TCP
-Endpoints:                <none>
-Session Affinity:         None
-Internal Traffic Policy:  Cluster
-Events:                   <none>
-"""
-
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("namespace", "name", "expected"),
     [
-        ("web", DESCRIBE_CLUSTER_IP),
-        ("api", DESCRIBE_NODE_PORT),
-        ("lb", DESCRIBE_LOAD_BALANCER),
-        ("ext", DESCRIBE_EXTERNAL_NAME),
-        ("db", DESCRIBE_HEADLESS),
-        ("dual", DESCRIBE_DUAL_STACK),
-        ("orphan", DESCRIBE_SELECTORLESS),
+        ("shop", "web", DESCRIBE_CLUSTER_IP),
+        ("shop", "api", DESCRIBE_NODE_PORT),
+        ("edge", "lb", DESCRIBE_LOAD_BALANCER),
+        ("shop", "ext", DESCRIBE_EXTERNAL_NAME),
+        ("shop", "db", DESCRIBE_HEADLESS),
+        ("shop", "dual", DESCRIBE_DUAL_STACK),
     ],
 )
-def test_describe_service(shop: Registry, name: str, expected: str) -> None:
+def test_describe_service(shop: Registry, namespace: str, name: str, expected: str) -> None:
     """describe's layout per Service type: aligned labels, ports with their endpoints, traffic policies."""
-    assert describe_service(shop, "shop", name) == expected
+    assert describe_service(shop, namespace, name) == expected
 
 
 def test_describe_long_annotation(tmp_path: Path) -> None:
     """An annotation too long for one line is folded under its key and cut at kubectl's limit."""
-    value = "x" * 150
-    registry = _build(
-        tmp_path,
-        TINY.replace("{name: web, namespace: shop}", f"{{name: web, namespace: shop, annotations: {{a: {value}}}}}"),
-    )
+    metadata = "{name: web, namespace: shop, annotations: {a: %s}}" % ("x" * 150)
+    registry = _build(tmp_path, TINY.replace("{name: web, namespace: shop}", metadata, 1))
     lines = describe_service(registry, "shop", "web").splitlines()
     assert lines[3:5] == ["Annotations:              a:", "                            " + "x" * 138 + "..."]
 

@@ -67,7 +67,9 @@ def generate(directory: str, services: int, pods: int, shape: str) -> None:
 
 
 def run(zones: str, state: str) -> list[str]:
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(
+        os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    )
     out = subprocess.run([sys.executable, "-c", CHILD, zones, state], capture_output=True, text=True, env=env)
     if out.returncode:
         sys.exit(out.stderr)
@@ -86,9 +88,13 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(zones, args.services, args.pods, args.shape)
         size = sum(os.path.getsize(os.path.join(zones, f)) for f in os.listdir(zones))
-        print(f"generated {args.services} services, {args.pods} pods as {args.shape} "
-              f"({size / 1e6:.1f} MB of YAML) in {time.perf_counter() - t0:.1f} s")
-        print(f"{'load':<22}{'seconds':>8}{'peak RSS MB':>13}{'services':>10}{'pods':>8}{'endpoints':>11}{'problems':>10}")
+        print(
+            f"generated {args.services} services, {args.pods} pods as {args.shape} "
+            f"({size / 1e6:.1f} MB of YAML) in {time.perf_counter() - t0:.1f} s"
+        )
+        print(
+            f"{'load':<22}{'seconds':>8}{'peak RSS MB':>13}{'services':>10}{'pods':>8}{'endpoints':>11}{'problems':>10}"
+        )
         for label in ("first (empty state)", "restart (state kept)"):
             secs, rss, svcs, pods, eps, problems = run(zones, state)
             print(f"{label:<22}{secs:>8}{rss:>13}{svcs:>10}{pods:>8}{eps:>11}{problems:>10}")

@@ -1,0 +1,280 @@
+"""A fast reader for the block-style YAML that Kubernetes manifests are written in; does no I/O.
+
+PyYAML's C loader still builds every node and value in Python and reads about 1 MB/s, which makes a
+10,000-Service zone directory take many seconds. Manifests use a small part of YAML: block mappings and
+sequences, single-line plain and quoted scalars, comments. `load_all` reads exactly that part and raises
+`Unsupported` on anything else (flow collections, block scalars, anchors, tags, multi-line scalars,
+directives...), and the caller then reads the whole file with PyYAML. Scalars are resolved with
+PyYAML's own implicit resolvers and constructors, so the values are the ones PyYAML gives (YAML 1.1:
+`yes` is true, `0777` is octal). The tests compare both readers on every shipped and generated file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+
+class Unsupported(Exception):
+    """The text uses YAML this reader does not handle; read it with PyYAML instead."""
+
+
+_RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_STR = "tag:yaml.org,2002:str"
+# A plain scalar may not start with an indicator character (YAML 1.1 section 4.2.3 / 9.1.3).
+_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_MARKER = re.compile(r"^(---|\.\.\.)(?:[ \t]|$)")
+
+
+def _plain(text: str) -> Any:
+    """A plain scalar's value, resolved as PyYAML's SafeLoader resolves it."""
+    first = text[0]
+    if first in _INDICATORS and not (first in "-?:" and len(text) > 1 and text[1] not in " \t"):
+        raise Unsupported(text)
+    if ": " in text or text.endswith(":") or " #" in text or "\t" in text:
+        raise Unsupported(text)
+    for tag, regexp in _RESOLVERS.get(first, ()):
+        if regexp.match(text):
+            if tag == _STR:
+                break
+            if tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value", "tag:yaml.org,2002:yaml"):
+                raise Unsupported(text)
+            return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+    return text
+
+
+_MEMO: dict[str, Any] = {}
+
+
+def _scalar(text: str) -> Any:
+    """A single-line scalar, memoised: manifests repeat the same keys and values thousands of times,
+    and sharing the (immutable) results also saves memory. Flow sequences are not memoised."""
+    value = _MEMO.get(text, _MEMO)
+    if value is _MEMO:
+        value = _scalar_uncached(text)
+        if not isinstance(value, list | dict):
+            if len(_MEMO) > 200_000:
+                _MEMO.clear()
+            _MEMO[text] = value
+    return value
+
+
+def _scalar_uncached(text: str) -> Any:
+    """A single-line scalar (already stripped of comments and surrounding space)."""
+    first = text[0]
+    if first == "'":
+        if len(text) < 2 or not text.endswith("'"):
+            raise Unsupported(text)
+        inner = text[1:-1]
+        if "'" in inner.replace("''", ""):
+            raise Unsupported(text)
+        return inner.replace("''", "'")
+    if first == '"':
+        if len(text) < 2 or not text.endswith('"') or "\\" in text:
+            raise Unsupported(text)
+        inner = text[1:-1]
+        if '"' in inner:
+            raise Unsupported(text)
+        return inner
+    if text in ("[]", "{}"):
+        return [] if text == "[]" else {}
+    if first == "[" and text.endswith("]"):
+        return _flow_sequence(text[1:-1])
+    return _plain(text)
+
+
+def _flow_sequence(inner: str) -> list[Any]:
+    """`a, "b", 'c'`: a one-line flow sequence of scalars (no nested collections)."""
+    items: list[Any] = []
+    start, quote = 0, ""
+    for i, c in enumerate(inner):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"" and not inner[start:i].strip():
+            quote = c
+        elif c in "[]{}":
+            raise Unsupported(inner)
+        elif c == ",":
+            items.append(inner[start:i].strip())
+            start = i + 1
+    if quote:
+        raise Unsupported(inner)
+    last = inner[start:].strip()
+    if last:
+        items.append(last)
+    elif items:  # a trailing comma
+        pass
+    if any(not item for item in items):
+        raise Unsupported(inner)
+    return [_scalar(item) for item in items]
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a trailing comment; quotes are honoured."""
+    if "#" not in line:
+        return line.rstrip()
+    quote = ""
+    for i, c in enumerate(line):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"" and (i == 0 or line[i - 1] in " :-[{,"):
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _split_key(content: str) -> tuple[str, str] | None:
+    """(key, rest) when `content` is a mapping entry `key: rest` or `key:`, else None."""
+    if content[0] in "'\"":
+        end = content.find(content[0], 1)
+        while end != -1 and content[0] == "'" and content[end + 1 : end + 2] == "'":
+            end = content.find("'", end + 2)
+        if end == -1:
+            raise Unsupported(content)
+        after = content[end + 1 :]
+        if after == ":" or after.startswith(": "):
+            return content[: end + 1], after[1:].strip()
+        return None
+    i = content.find(": ")
+    if i == -1:
+        return (content[:-1], "") if content.endswith(":") else None
+    return content[:i], content[i + 2 :].strip()
+
+
+class _Reader:
+    def __init__(self, lines: list[tuple[int, str]]) -> None:
+        self.lines = lines  # (indent, content) with comments and blank lines removed
+        self.i = 0
+
+    def block(self, indent: int) -> Any:
+        content = self.lines[self.i][1]
+        if content == "-" or content.startswith("- "):
+            return self.sequence(indent)
+        return self.mapping(indent)
+
+    def nested(self, indent: int, allow_sequence: bool) -> Any:
+        """The value after `key:` or `-` with nothing else on the line."""
+        if self.i >= len(self.lines):
+            return None
+        next_indent, content = self.lines[self.i]
+        if next_indent > indent:
+            return self.block(next_indent)
+        if allow_sequence and next_indent == indent and (content == "-" or content.startswith("- ")):
+            return self.sequence(indent)
+        return None
+
+    def mapping(self, indent: int) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        lines = self.lines
+        count = len(lines)
+        i = self.i
+        while i < count:
+            line_indent, content = lines[i]
+            if line_indent != indent:
+                if line_indent < indent:
+                    break
+                raise Unsupported(content)
+            first = content[0]
+            if first == "-" and (content == "-" or content[1] == " "):
+                raise Unsupported(content)
+            if first == "'" or first == '"':
+                split = _split_key(content)
+                if split is None:
+                    raise Unsupported(content)
+                key_text, rest = split
+            else:
+                j = content.find(": ")
+                if j != -1:
+                    key_text, rest = content[:j], content[j + 2 :].lstrip(" ")
+                elif content[-1] == ":":
+                    key_text, rest = content[:-1], ""
+                else:
+                    raise Unsupported(content)
+            if not key_text:
+                raise Unsupported(content)
+            key = _scalar(key_text)
+            if isinstance(key, list | dict):
+                raise Unsupported(content)
+            i += 1
+            if rest:
+                out[key] = _scalar(rest)
+            else:
+                self.i = i
+                out[key] = self.nested(indent, allow_sequence=True)
+                i = self.i
+        self.i = i
+        return out
+
+    def sequence(self, indent: int) -> list[Any]:
+        out: list[Any] = []
+        lines = self.lines
+        while self.i < len(lines):
+            line_indent, content = lines[self.i]
+            if line_indent < indent:
+                break
+            if line_indent > indent:
+                raise Unsupported(content)
+            if content == "-":
+                self.i += 1
+                out.append(self.nested(indent, allow_sequence=False))
+                continue
+            if not content.startswith("- "):
+                break
+            item = content[2:]
+            pad = len(item) - len(item.lstrip(" "))
+            item = item[pad:]
+            if item.startswith("- ") or item == "-" or _split_key(item) is not None:
+                # A compact nested collection: read it as if it started on its own line.
+                lines[self.i] = (indent + 2 + pad, item)
+                out.append(self.block(indent + 2 + pad))
+            else:
+                self.i += 1
+                out.append(_scalar(item))
+        return out
+
+
+def load_all(text: str) -> list[Any]:
+    """Every document in `text`, as `list(yaml.safe_load_all(text))` would give them."""
+    if "\t" in text or "\r" in text or text.startswith("%") or "\n%" in text:
+        raise Unsupported("tabs, carriage returns or directives")
+    docs: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    explicit = False
+    for raw in text.split("\n"):
+        stripped = raw.lstrip(" ")
+        if not stripped or stripped[0] == "#":
+            continue
+        if (stripped[0] == "-" or stripped[0] == ".") and _MARKER.match(raw):
+            if raw.startswith("..."):
+                raise Unsupported("document end marker")
+            if _strip_comment(raw[3:]).strip():
+                raise Unsupported("content after a document marker")
+            if current or explicit:
+                docs.append(current)
+            current, explicit = [], True
+            continue
+        content = _strip_comment(stripped) if "#" in stripped else stripped.rstrip(" ")
+        if content:
+            current.append((len(raw) - len(stripped), content))
+    if current or explicit:
+        docs.append(current)
+    out: list[Any] = []
+    for lines in docs:
+        if not lines:
+            out.append(None)
+            continue
+        reader = _Reader(lines)
+        first_indent, first = lines[0]
+        if _split_key(first) is None and not (first == "-" or first.startswith("- ")):
+            raise Unsupported("a document that is a single scalar")
+        value = reader.block(first_indent)
+        if reader.i != len(lines):
+            raise Unsupported(lines[reader.i][1])
+        out.append(value)
+    return out
