@@ -79,12 +79,7 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | 
     result: dict[str, str | Refusal] = {}
     for c in claims:  # 1. keep
         value = held.get(c.owner)
-        if (
-            value is not None
-            and c.wish in (None, value)
-            and value not in taken
-            and not c.space.invalid(value)
-        ):
+        if value is not None and c.wish in (None, value) and value not in taken and not c.space.invalid(value):
             taken[value] = c.owner
             result[c.owner] = value
     for c in claims:  # 2. explicit
@@ -164,8 +159,7 @@ class PortSpace:
     def invalid(self, value: str) -> str | None:
         if not value.isdigit() or not self.low <= int(value) <= self.high:
             return (
-                f"{value}: provided port is not in the valid range. "
-                f"The range of valid ports is {self.low}-{self.high}"
+                f"{value}: provided port is not in the valid range. The range of valid ports is {self.low}-{self.high}"
             )
         return None
 
@@ -240,9 +234,7 @@ class Store:
             drop: list[tuple[str, str]] = []
             add: list[tuple[str, str, str, float]] = []
             for pool, claims in pools.items():
-                rows = db.execute(
-                    "SELECT owner, value, created FROM allocations WHERE pool = ?", (pool,)
-                ).fetchall()
+                rows = db.execute("SELECT owner, value, created FROM allocations WHERE pool = ?", (pool,)).fetchall()
                 result = assign(claims, {owner: value for owner, value, _ in rows})
                 results[pool] = result
                 for owner, value, created in rows:

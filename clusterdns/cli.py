@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +19,10 @@ import yaml
 from clusterdns import envvars, kubectl
 from clusterdns.manifests import read_file
 from clusterdns.model import Pod, Workload
+from clusterdns.records import Zone
 from clusterdns.registry import Config, ConfigError, Registry
+from clusterdns.respond import Responder
+from clusterdns.server import BindError, serve
 from clusterdns.zones import Zones, ZonesError, open_store
 
 log = logging.getLogger("clusterdns")
@@ -34,9 +39,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         return argparse.SUPPRESS if suppress else value
 
     g = parser.add_argument_group("global options")
-    g.add_argument(
-        "--zones", metavar="DIR", default=default("zones"), help="manifest directory (default ./zones)"
-    )
+    g.add_argument("--zones", metavar="DIR", default=default("zones"), help="manifest directory (default ./zones)")
     g.add_argument(
         "--state",
         metavar="DIR",
@@ -55,9 +58,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default("10.244.0.0/16"),
         help="pod IP range, or an IPv4 and an IPv6 range (default 10.244.0.0/16)",
     )
-    g.add_argument(
-        "--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)"
-    )
+    g.add_argument("--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)")
     g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log debug detail")
 
 
@@ -84,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     p.add_argument("-o", "--output", choices=["wide", "yaml", "json"], help="output format")
 
+    p = command("serve", "answer cluster DNS over UDP and TCP for everything in the zones")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=1053, help="UDP and TCP port (default 1053)")
+    p.add_argument("--ttl", type=_ttl, default=5, help="TTL of answers, 0-3600 seconds (default 5)")
+    p.add_argument(
+        "--pods",
+        choices=["insecure", "verified", "disabled"],
+        default="insecure",
+        help="pod A records: any IP (insecure, default), only existing Pods (verified), none (disabled)",
+    )
+
     p = command("describe", "show one service in detail, as kubectl describe does")
     p.add_argument("resource", choices=["service", "services", "svc"], help="service|svc")
     p.add_argument("name")
@@ -92,13 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("env", "print the service environment variables the kubelet injects into a container")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--namespace", "-n", metavar="NS", help="variables for a container in this namespace")
-    which.add_argument(
-        "--pod", metavar="FILE", help="the whole environment of a container of the Pod in FILE"
-    )
+    which.add_argument("--pod", metavar="FILE", help="the whole environment of a container of the Pod in FILE")
     p.add_argument("--no-service-links", action="store_true", help="as a Pod with enableServiceLinks: false")
     p.add_argument("--container", "-c", metavar="NAME", help="container of --pod (default: the first)")
     p.add_argument("--format", choices=["dotenv", "shell", "json"], default="dotenv", help="default dotenv")
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return int(text)
+
+
+def _ttl(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0-3600 seconds, got {text!r}")
+    return int(text)
 
 
 def load_registry(args: argparse.Namespace) -> Registry:
@@ -186,7 +208,61 @@ def _pod_from_file(path: str, registry: Registry) -> Pod:
     raise UsageError(f"{path}: no Pod, Deployment, ReplicaSet or StatefulSet in this file")
 
 
-COMMANDS = {"check": cmd_check, "get": cmd_get, "describe": cmd_describe, "env": cmd_env}
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    store = open_store(args.state, args.zones)
+    zones = Zones(args.zones, config, store)
+    try:
+        return asyncio.run(_serve(args, zones))
+    except BindError as exc:
+        print(f"clusterdns: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _responder(args: argparse.Namespace, zones: Zones) -> Responder:
+    now = time.time()
+    registry = zones.load(now)
+    for problem in registry.problems:
+        log.warning("%s", problem)
+    counts = registry.counts()
+    log.info(
+        "loaded %s: %d services, %d endpoints, %d pods, %d problems",
+        args.zones,
+        counts["Service"],
+        counts["Endpoint"],
+        counts["Pod"],
+        len(registry.problems),
+    )
+    return Responder(Zone(registry, ttl=args.ttl, pods=args.pods, serial=int(now)))
+
+
+async def _serve(args: argparse.Namespace, zones: Zones) -> int:
+    responder = _responder(args, zones)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with serve(responder, args.host, args.port) as server:
+        log.info("serving %s on %s port %d (UDP and TCP)", zones.config.domain, args.host, server.port)
+
+        def reload() -> None:
+            try:
+                server.responder = _responder(args, zones)
+            except ZonesError as exc:
+                log.error("reload failed, keeping the previous registry: %s", exc)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "serve": cmd_serve, "get": cmd_get, "describe": cmd_describe, "env": cmd_env}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

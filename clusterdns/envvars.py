@@ -86,9 +86,7 @@ MASTER_SERVICES = ("kubernetes",)
 FORMATS = ("dotenv", "shell", "json")
 
 # The stand-in node's allocatable, used for unset limits in resourceFieldRef (see the module docstring).
-NODE_ALLOCATABLE: Mapping[str, str] = MappingProxyType(
-    {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "20Gi"}
-)
+NODE_ALLOCATABLE: Mapping[str, str] = MappingProxyType({"cpu": "2", "memory": "4Gi", "ephemeral-storage": "20Gi"})
 
 
 class EnvError(ValueError):
@@ -206,9 +204,7 @@ def _find_container(pod: Pod, name: str | None) -> Container:
         if c.name == name:
             return c
     names = [c.name for c in pod.spec.containers] + [f"{c.name} (init)" for c in pod.spec.init_containers]
-    reason = (
-        f"no container named {name!r}; its containers are {', '.join(names)}" if names else "no containers"
-    )
+    reason = f"no container named {name!r}; its containers are {', '.join(names)}" if names else "no containers"
     raise EnvError(display_name(pod), "", "", reason)
 
 
@@ -246,9 +242,7 @@ def _key_value(registry: Registry, kind: str, namespace: str, ref: KeyRef) -> st
         if ref.optional:
             return None
         where = f"{kind} {namespace}/{ref.name}"
-        raise _Refused(
-            source, f"{where} not found" if data is None else f"key {ref.key!r} not found in {where}"
-        )
+        raise _Refused(source, f"{where} not found" if data is None else f"key {ref.key!r} not found in {where}")
     return data[ref.key]
 
 
@@ -397,8 +391,7 @@ def format_env(env: Mapping[str, str], fmt: str) -> str:
 
 def _lines(items: Iterable[tuple[str, str]], valid: re.Pattern[str], line: Callable[[str, str], str]) -> str:
     out = [
-        line(k, v) if valid.fullmatch(k) else f"# left out, not a valid name here: {json.dumps(k)}"
-        for k, v in items
+        line(k, v) if valid.fullmatch(k) else f"# left out, not a valid name here: {json.dumps(k)}" for k, v in items
     ]
     return "".join(f"{text}\n" for text in out)
 

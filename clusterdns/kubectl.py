@@ -280,9 +280,7 @@ def _subsets(registry: Registry, svc: Service) -> list[_Subset]:
             addresses[key] = addresses.get(key, True) and ep.ready  # once not ready, not ready
     groups: dict[tuple[tuple[str, str, bool], ...], list[EndpointPort]] = {}
     for port, addresses in by_port.items():
-        group = groups.setdefault(
-            tuple(sorted((ip, pod, ready) for (ip, pod), ready in addresses.items())), []
-        )
+        group = groups.setdefault(tuple(sorted((ip, pod, ready) for (ip, pod), ready in addresses.items())), [])
         if port is not None:
             group.append(port)
     return [
@@ -433,8 +431,7 @@ def _endpoints_object(registry: Registry, svc: Service) -> dict[str, Any]:
             entry["notReadyAddresses"] = [address(ep) for ep in subset.not_ready]
         if subset.ports:
             entry["ports"] = [
-                ({"name": p.name} if p.name else {}) | {"port": p.port, "protocol": p.protocol}
-                for p in subset.ports
+                ({"name": p.name} if p.name else {}) | {"port": p.port, "protocol": p.protocol} for p in subset.ports
             ]
         subsets.append(entry)
     obj: dict[str, Any] = {
@@ -453,9 +450,7 @@ def _pod_object(registry: Registry, pod: Pod) -> dict[str, Any]:
         container: dict[str, Any] = {"image": c.image, "name": c.name} if c.image else {"name": c.name}
         if c.ports:
             container["ports"] = [
-                {"containerPort": p.container_port}
-                | ({"name": p.name} if p.name else {})
-                | {"protocol": p.protocol}
+                {"containerPort": p.container_port} | ({"name": p.name} if p.name else {}) | {"protocol": p.protocol}
                 for p in c.ports
             ]
         containers.append(container)

@@ -183,9 +183,7 @@ def parse_text(text: str, path: str) -> FileResult:
             continue
         if obj is None:
             kind = doc.data.get("kind")
-            notes.append(
-                Problem(path, doc.line, _subject(doc.data), "", f"kind {kind} is not used; skipped", True)
-            )
+            notes.append(Problem(path, doc.line, _subject(doc.data), "", f"kind {kind} is not used; skipped", True))
             continue
         if obj.source is None:
             obj = _with_source(obj, Source(path, doc.line))
@@ -218,8 +216,12 @@ def _parse_chunks(chunks: list[tuple[int, str]], path: str) -> FileResult:
 
 def _shift(problem: Problem, offset: int) -> Problem:
     return Problem(
-        problem.path, problem.line + offset if problem.line else 0, problem.subject, problem.field,
-        problem.message, problem.note,
+        problem.path,
+        problem.line + offset if problem.line else 0,
+        problem.subject,
+        problem.field,
+        problem.message,
+        problem.note,
     )
 
 
@@ -338,9 +340,7 @@ def locate_in_file(source: Source, field_path: Path) -> int:
                     candidates.extend(value.value)
     best = None
     for node in candidates:
-        if node.start_mark.line + 1 <= source.line and (
-            best is None or node.start_mark.line >= best.start_mark.line
-        ):
+        if node.start_mark.line + 1 <= source.line and (best is None or node.start_mark.line >= best.start_mark.line):
             best = node
     if best is None:
         return 0
@@ -597,9 +597,7 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
     families, policy = _ip_families(spec, cluster_ips)
     ports = _service_ports(spec, type_, required=not headless and type_ != EXTERNAL_NAME)
     selector = _labels(spec, "selector", sp) or None
-    external_ips = tuple(
-        _ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp))
-    )
+    external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
     ingress: list[str] = []
     status = _map(data, "status", ())
     for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
@@ -639,9 +637,7 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
         if not isinstance(v, str):
             raise ManifestError(("spec", "clusterIPs", i), f"must be a string, got {_type_name(v)}")
     if single and many and many[0] != single:
-        raise ManifestError(
-            ("spec", "clusterIPs", 0), f"must equal spec.clusterIP ({single!r}), got {many[0]!r}"
-        )
+        raise ManifestError(("spec", "clusterIPs", 0), f"must equal spec.clusterIP ({single!r}), got {many[0]!r}")
     requested = list(many) or ([single] if single else [])
     if type_ == EXTERNAL_NAME:
         if requested and requested != ["None"]:
@@ -660,9 +656,7 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
     for i, v in enumerate(requested):
         ips.append(_ip(v, ("spec", "clusterIPs", i) if many else ("spec", *key)))
     if len(ips) == 2 and ipaddress.ip_address(ips[0]).version == ipaddress.ip_address(ips[1]).version:
-        raise ManifestError(
-            ("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address"
-        )
+        raise ManifestError(("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address")
     return False, tuple(ips)
 
 
@@ -700,9 +694,7 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
     seen_ports: set[tuple[int, str]] = set()
     items = list(_items(spec, "ports", ("spec",)))
     if required and not items:
-        raise ManifestError(
-            ("spec", "ports"), "required field is missing (a Service needs at least one port)"
-        )
+        raise ManifestError(("spec", "ports"), "required field is missing (a Service needs at least one port)")
     for p, item in items:
         name = _str(item, "name", p)
         if name:
@@ -800,9 +792,7 @@ def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
         enable_service_links=_bool(spec, "enableServiceLinks", path, True),
         host_network=_bool(spec, "hostNetwork", path, False),
         node_name=_str(spec, "nodeName", path),
-        service_account_name=_str(spec, "serviceAccountName", path)
-        or _str(spec, "serviceAccount", path)
-        or "default",
+        service_account_name=_str(spec, "serviceAccountName", path) or _str(spec, "serviceAccount", path) or "default",
     )
 
 
@@ -823,9 +813,7 @@ def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> t
             port_name = _str(port, "name", pp)
             if port_name:
                 _check((*pp, "name"), port_name_error(port_name))
-            ports.append(
-                ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp))
-            )
+            ports.append(ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp)))
         out.append(
             Container(
                 name=name,
@@ -834,10 +822,7 @@ def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> t
                 env=tuple(_env_var(ep, e) for ep, e in _items(item, "env", p)),
                 env_from=tuple(_env_from(ep, e) for ep, e in _items(item, "envFrom", p)),
                 resources={
-                    k: {
-                        str(rk): str(rv)
-                        for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()
-                    }
+                    k: {str(rk): str(rv) for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()}
                     for k in ("limits", "requests")
                 },
             )
@@ -890,9 +875,7 @@ def _env_from(path: Path, item: dict[str, Any]) -> EnvFrom:
         if key in item:
             ref = _map(item, key, path)
             rp = (*path, key)
-            return EnvFrom(
-                kind, _str(ref, "name", rp, required=True), prefix, _bool(ref, "optional", rp, False)
-            )
+            return EnvFrom(kind, _str(ref, "name", rp, required=True), prefix, _bool(ref, "optional", rp, False))
     raise ManifestError(path, "must set configMapRef or secretRef")
 
 
@@ -941,9 +924,7 @@ def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, 
     if selector.empty:
         raise ManifestError(("spec", "selector"), "must not be empty")
     if not selector.matches(labels):
-        raise ManifestError(
-            ("spec", "template", "metadata", "labels"), f"do not match spec.selector ({selector})"
-        )
+        raise ManifestError(("spec", "template", "metadata", "labels"), f"do not match spec.selector ({selector})")
     pod_spec = _pod_spec(_map(template, "spec", tp, required=True), (*tp, "spec"))
     service_name = ""
     if kind == "StatefulSet":
@@ -988,9 +969,7 @@ def _endpoint_ports(item: dict[str, Any], path: Path) -> tuple[EndpointPort, ...
     return tuple(ports)
 
 
-def _parse_endpoints(
-    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str
-) -> EndpointsObject:
+def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointsObject:
     _check(("metadata", "name"), dns1035_label_error(name))
     endpoints: list[Endpoint] = []
     for sp, subset in _items(data, "subsets", ()):
@@ -1014,9 +993,7 @@ def _parse_endpoints(
     return EndpointsObject(namespace, name, tuple(endpoints))
 
 
-def _parse_endpoint_slice(
-    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str
-) -> EndpointSlice:
+def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointSlice:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     labels = _labels(meta, "labels", ("metadata",))
     service_name = labels.get("kubernetes.io/service-name", "")

@@ -279,9 +279,7 @@ class ServiceCIDR:
 
 
 # Everything a manifest can turn into.
-Object = (
-    Namespace | Service | Pod | Workload | EndpointsObject | EndpointSlice | ConfigMap | Secret | ServiceCIDR
-)
+Object = Namespace | Service | Pod | Workload | EndpointsObject | EndpointSlice | ConfigMap | Secret | ServiceCIDR
 
 
 def kind_of(obj: Object) -> str:

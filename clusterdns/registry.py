@@ -200,9 +200,7 @@ def build(
     services = [s for s in builtin_services(service_cidrs) if s.key not in names] + services
 
     pods = [p for p in by_kind["Pod"] if isinstance(p, Pod)]
-    workloads = [
-        w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)
-    ]
+    workloads = [w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)]
 
     # --- allocation: one transaction for every pool ---
     ip_claims: list[Claim] = []
@@ -226,9 +224,7 @@ def build(
         if svc.type in ("NodePort", "LoadBalancer"):
             for port in svc.ports:
                 owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
-                port_claims.append(
-                    Claim(owner, node_ports, None if port.node_port is None else str(port.node_port))
-                )
+                port_claims.append(Claim(owner, node_ports, None if port.node_port is None else str(port.node_port)))
 
     name_claims: list[Claim] = []
     for w in workloads:
@@ -256,9 +252,7 @@ def build(
     final_pods, pod_created = _allocate_pod_ips(b, pods)
     created.update(pod_created)
 
-    final_services = _apply_service_allocations(
-        b, services, service_wants, results["service-ip"], results["node-port"]
-    )
+    final_services = _apply_service_allocations(b, services, service_wants, results["service-ip"], results["node-port"])
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
@@ -310,9 +304,7 @@ class _Seen:
 _SEEN = _Seen()
 
 
-def _allocate_pod_ips(
-    b: _Builder, pods: list[Pod]
-) -> tuple[dict[tuple[str, str], Pod], dict[tuple[str, str], float]]:
+def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str], Pod], dict[tuple[str, str], float]]:
     """Give every Pod an IP of each pod-network family, keeping the IPs a manifest states.
 
     A Pod that states its IPs gets no other family; a hostNetwork Pod's stated IPs are the node's and

@@ -58,4 +58,3 @@ def load() -> Load:
             store.close()
 
     return run
-

@@ -693,8 +693,7 @@ BAD_DOCUMENTS = [
               containers:
               - name: web
         """,
-        "zones/a.yaml:11: Deployment default/web: spec.template.metadata.labels: do not match spec.selector "
-        "(app=db)",
+        "zones/a.yaml:11: Deployment default/web: spec.template.metadata.labels: do not match spec.selector (app=db)",
         "labels:",
         id="selector not matching template labels",
     ),

@@ -157,8 +157,7 @@ def test_builtin_replaced_by_manifest(write_zones: WriteZones, load: Load) -> No
 
 
 def test_duplicate_objects_first_wins(write_zones: WriteZones, load: Load) -> None:
-    """Of two objects with the same kind, namespace and name, the first (in file order) is used; the
-    problem names both places. Same name, other kind or namespace, is no duplicate."""
+    """The first of two objects with the same kind, namespace and name is used; the problem names both."""
     write_zones(
         {
             "a.yaml": """
@@ -193,7 +192,7 @@ def test_duplicate_objects_first_wins(write_zones: WriteZones, load: Load) -> No
     )
     registry = load()
     assert problems(registry) == [
-        "zones/b.yaml:4: Service default/web: duplicate object; the one at zones/a.yaml:1 is used"
+        "zones/b.yaml:5: Service default/web: duplicate object; the one at zones/a.yaml:1 is used"
     ]
     assert [p.port for p in registry.services[("default", "web")].ports] == [80]
     assert [p.port for p in registry.services[("other", "web")].ports] == [8080]
@@ -262,36 +261,32 @@ spec:
 """
 
 
-def pod(name: str, ip: str, labels: str = "app: web", ready: str = "True", extra: str = "", ports: str = "") -> str:
-    """A Pod manifest document with a Ready condition and a stated IP."""
-    ports = ports or "- name: http\n  containerPort: 8080"
-    return textwrap.dedent(
-        """
-        ---
-        apiVersion: v1
-        kind: Pod
-        metadata:
-          name: {name}
-          labels: {{{labels}}}
-        spec:
-        {extra}
-          containers:
-          - name: c
-            ports:
-        {ports}
-        status:
-          podIP: {ip}
-          conditions:
-          - type: Ready
-            status: "{ready}"
-        """
-    ).format(
-        name=name,
-        labels=labels,
-        ready=ready,
-        ip=ip,
-        extra=textwrap.indent(extra, "  "),
-        ports=textwrap.indent(ports, "    "),
+READY = 'conditions:\n- {type: Ready, status: "True"}'
+NOT_READY = 'conditions:\n- {type: Ready, status: "False"}'
+HTTP_8080 = "- name: http\n  containerPort: 8080"
+
+
+def pod(
+    name: str, ip: str, labels: str = "app: web", status: str = READY, spec: str = "", ports: str = HTTP_8080
+) -> str:
+    """A Pod document (`---` first) with a stated IP; `status`, `spec` and `ports` are YAML blocks added to
+    its status, its spec and its container's ports."""
+    return (
+        "---\n"
+        "apiVersion: v1\n"
+        "kind: Pod\n"
+        "metadata:\n"
+        f"  name: {name}\n"
+        f"  labels: {{{labels}}}\n"
+        "spec:\n"
+        f"{textwrap.indent(spec, '  ')}\n"
+        "  containers:\n"
+        "  - name: c\n"
+        "    ports:\n"
+        f"{textwrap.indent(ports, '    ')}\n"
+        "status:\n"
+        f"  podIP: {ip}\n"
+        f"{textwrap.indent(status, '  ')}\n"
     )
 
 
@@ -302,7 +297,7 @@ ENDPOINT_CASES = [
         id="ready pod, named and numeric targetPort",
     ),
     pytest.param(
-        pod("a", "10.244.1.1", ready="False"),
+        pod("a", "10.244.1.1", status=NOT_READY),
         ["10.244.1.1 http=8080/TCP,metrics=9100/TCP not-ready pod=a"],
         id="Ready condition False",
     ),
@@ -314,23 +309,26 @@ ENDPOINT_CASES = [
     pytest.param(pod("a", "10.244.1.1", labels="app: db"), [], id="other label value"),
     pytest.param(pod("a", "10.244.1.1", labels="tier: web"), [], id="label missing"),
     pytest.param(
-        pod("a", "10.244.1.1", extra="hostname: h\nsubdomain: web"),
+        pod("a", "10.244.1.1", spec="hostname: h\nsubdomain: web"),
         ["10.244.1.1 http=8080/TCP,metrics=9100/TCP ready hostname=h pod=a"],
         id="hostname when subdomain is the service name",
     ),
     pytest.param(
-        pod("a", "10.244.1.1", extra="hostname: h\nsubdomain: other"),
+        pod("a", "10.244.1.1", spec="hostname: h\nsubdomain: other"),
         ["10.244.1.1 http=8080/TCP,metrics=9100/TCP ready pod=a"],
         id="no hostname when subdomain is another name",
     ),
     pytest.param(
-        pod("a", "10.244.1.1", extra="hostname: h"),
+        pod("a", "10.244.1.1", spec="hostname: h"),
         ["10.244.1.1 http=8080/TCP,metrics=9100/TCP ready pod=a"],
         id="no hostname without subdomain",
     ),
     pytest.param(
         pod("a", "10.244.1.1") + pod("b", "10.244.1.2", ports="- name: http\n  containerPort: 9090"),
-        ["10.244.1.1 http=8080/TCP,metrics=9100/TCP ready pod=a", "10.244.1.2 http=9090/TCP,metrics=9100/TCP ready pod=b"],
+        [
+            "10.244.1.1 http=8080/TCP,metrics=9100/TCP ready pod=a",
+            "10.244.1.2 http=9090/TCP,metrics=9100/TCP ready pod=b",
+        ],
         id="named targetPort resolved per Pod",
     ),
     pytest.param(
@@ -394,63 +392,37 @@ def test_selector_same_namespace_only(write_zones: WriteZones, load: Load) -> No
 @pytest.mark.parametrize(
     ("status", "publish", "expected"),
     [
-        ('phase: Running\n  conditions:\n  - {type: Ready, status: "True"}', "false", "ready"),
-        ('phase: Running\n  conditions:\n  - {type: Ready, status: "False"}', "false", "not-ready"),
-        ('phase: Running\n  conditions:\n  - {type: Ready, status: "False"}', "true", "ready"),
+        (READY, "false", "ready"),
+        (NOT_READY, "false", "not-ready"),
+        (NOT_READY, "true", "ready"),
         ("phase: Pending", "false", "not-ready"),
         ("phase: Pending", "true", "ready"),
         ("phase: Running", "false", "ready"),
-        ("{}", "false", "ready"),
+        ("", "false", "ready"),
     ],
 )
 def test_readiness(write_zones: WriteZones, load: Load, status: str, publish: str, expected: str) -> None:
-    """An endpoint is ready when the Pod's Ready condition is True, or the Service publishes not-ready
-    addresses; a Pod without status is a running, ready one."""
-    write_zones(
-        {
-            "a.yaml": f"""
-                apiVersion: v1
-                kind: Service
-                metadata:
-                  name: web
-                spec:
-                  publishNotReadyAddresses: {publish}
-                  selector:
-                    app: web
-                  ports:
-                  - port: 80
-                ---
-                apiVersion: v1
-                kind: Pod
-                metadata:
-                  name: a
-                  labels:
-                    app: web
-                spec:
-                  containers:
-                  - name: c
-                status:
-                  podIP: 10.244.1.1
-                  {status}
-                """.replace("\n  conditions", "\n                  conditions").replace(
-                "\n  - {", "\n                  - {"
-            )
-        }
-    )
+    """An endpoint is ready when its Pod's Ready condition is True or the Service publishes not-ready addresses."""
+    service = WEB_SERVICE.replace("spec:\n", f"spec:\n  publishNotReadyAddresses: {publish}\n")
+    write_zones({"a.yaml": service + pod("a", "10.244.1.1", status=status)})
     registry = load()
     assert problems(registry) == []
-    assert endpoints(registry, "default", "web") == [f"10.244.1.1 -=80/TCP {expected} pod=a"]
+    assert endpoints(registry, "default", "web") == [f"10.244.1.1 http=8080/TCP,metrics=9100/TCP {expected} pod=a"]
 
 
 def test_finished_pods_are_not_endpoints(write_zones: WriteZones, load: Load) -> None:
     """Succeeded and Failed Pods are not endpoints."""
     docs = WEB_SERVICE
-    for name, phase in (("ok", "Running"), ("done", "Succeeded"), ("dead", "Failed")):
-        docs += pod(name, f"10.244.1.{len(name)}").replace("status:\n", f"status:\n  phase: {phase}\n")
+    for name, ip, phase in (
+        ("ok", "10.244.1.1", "Running"),
+        ("done", "10.244.1.2", "Succeeded"),
+        ("dead", "10.244.1.3", "Failed"),
+    ):
+        docs += pod(name, ip, status=f"phase: {phase}")
     write_zones({"a.yaml": docs})
     registry = load()
     assert problems(registry) == []
-    assert endpoints(registry, "default", "web") == ["10.244.1.2 http=8080/TCP,metrics=9100/TCP ready pod=ok"]
+    assert endpoints(registry, "default", "web") == ["10.244.1.1 http=8080/TCP,metrics=9100/TCP ready pod=ok"]
 
 
 def test_endpoints_objects(write_zones: WriteZones, load: Load) -> None:
@@ -498,8 +470,7 @@ def test_endpoints_objects(write_zones: WriteZones, load: Load) -> None:
 
 
 def test_endpoint_slices(write_zones: WriteZones, load: Load) -> None:
-    """EndpointSlices labelled kubernetes.io/service-name feed that Service, ready unless conditions.ready
-    is false."""
+    """EndpointSlices labelled kubernetes.io/service-name feed that Service, ready unless conditions.ready is false."""
     write_zones(
         {
             "a.yaml": """
@@ -612,8 +583,7 @@ def workload(kind: str, name: str, replicas: int, selector: str, labels: str, ex
 
 
 def test_deployment_pods(write_zones: WriteZones, load: Load) -> None:
-    """A Deployment with N replicas runs N ready Pods named `<deployment>-<hash>-<5 chars>`, labelled with
-    the template labels and pod-template-hash, with IPs from the pod CIDR."""
+    """A Deployment runs N ready Pods `<deployment>-<hash>-<5 chars>` labelled with pod-template-hash."""
     write_zones({"a.yaml": workload("Deployment", "web", 3, "matchLabels: {app: web}", "app: web, tier: front")})
     registry = load()
     assert problems(registry) == []
@@ -659,8 +629,7 @@ def test_replicaset_pods(write_zones: WriteZones, load: Load) -> None:
 
 
 def test_statefulset_pods(write_zones: WriteZones, load: Load) -> None:
-    """A StatefulSet's Pods are `<name>-0..N-1` with hostname = Pod name and subdomain = serviceName; a
-    headless Service of that name gives them hostnames in its endpoints."""
+    """A StatefulSet runs `<name>-0..N-1` with hostname = Pod name and subdomain = serviceName."""
     headless = """
         apiVersion: v1
         kind: Service
@@ -703,10 +672,8 @@ def test_zero_replicas(write_zones: WriteZones, load: Load) -> None:
     """A workload with replicas: 0 runs no Pods; without replicas it runs one."""
     write_zones(
         {
-            "a.yaml": workload("Deployment", "off", 0, "matchLabels: {app: off}", "app: off")
-            + workload("Deployment", "one", 1, "matchLabels: {app: one}", "app: one").replace(
-                "  replicas: 1\n", ""
-            )
+            "a.yaml": workload("Deployment", "idle", 0, "matchLabels: {app: idle}", "app: idle")
+            + workload("Deployment", "one", 1, "matchLabels: {app: one}", "app: one").replace("  replicas: 1\n", "")
         }
     )
     registry = load()
@@ -767,8 +734,7 @@ SELECTOR_CASES = [
 def test_workload_selector(
     write_zones: WriteZones, load: Load, selector: str, labels: str, problem: str | None
 ) -> None:
-    """Workload selectors (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) must select the
-    template's labels, with Kubernetes semantics."""
+    """Workload selectors (matchLabels, In, NotIn, Exists, DoesNotExist) must select the template's labels."""
     write_zones({"a.yaml": workload("ReplicaSet", "rs", 1, selector, labels)})
     registry = load()
     if problem is None:
@@ -825,8 +791,7 @@ def test_pod_cidr_flag(write_zones: WriteZones, load: Load) -> None:
 
 
 def test_pod_ip_given_outside_pod_cidr(write_zones: WriteZones, load: Load) -> None:
-    """A Pod manifest's status.podIP is used as given, even outside the pod CIDR (issue: "Pod IPs come from
-    the pod CIDR unless a Pod manifest gives status.podIP")."""
+    """A Pod manifest's status.podIP is used as given, even outside the pod CIDR."""
     write_zones(
         {
             "a.yaml": """
@@ -1081,11 +1046,11 @@ def test_single_stack_cluster(write_zones: WriteZones, load: Load) -> None:
     write_zones({"a.yaml": DUAL_STACK_SERVICES})
     registry = load()
     assert problems(registry) == [
-        "zones/a.yaml:20: Service default/require: spec.ipFamilyPolicy: RequireDualStack needs a service CIDR "
+        "zones/a.yaml:23: Service default/require: spec.ipFamilyPolicy: RequireDualStack needs a service CIDR "
         "of each IP family (add one with --service-cidr)",
-        "zones/a.yaml:29: Service default/v6: spec.ipFamilies[0]: IPv6 is not served: no IPv6 service CIDR is "
+        "zones/a.yaml:33: Service default/v6: spec.ipFamilies[0]: IPv6 is not served: no IPv6 service CIDR is "
         "configured",
-        "zones/a.yaml:36: Service default/explicit: spec.ipFamilyPolicy: RequireDualStack needs a service CIDR "
+        "zones/a.yaml:41: Service default/explicit: spec.ipFamilyPolicy: RequireDualStack needs a service CIDR "
         "of each IP family (add one with --service-cidr)",
     ]
     assert families(registry) == {"single": "SingleStack IPv4", "prefer": "PreferDualStack IPv4"}

@@ -1,0 +1,211 @@
+"""Query bytes -> reply bytes: header guard, EDNS0, truncation, and the answer cache. Does no I/O.
+
+The hot path reads the header and question by hand, finds the encoded answer for the lower-cased
+(name, type, class) in a per-snapshot cache and returns it with only the ID, the RD and CD bits and the
+question's letter case patched in: names in the answer point at the question by compression, so they
+follow its case too. A miss asks `records` and `wire` once; negative answers are cached the same way.
+
+Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
+- QR=1: no reply. Too short to hold a header: no reply.
+- opcode other than QUERY: NOTIMP, every flag clear.
+- QDCOUNT other than 1, or anything that can't be parsed: FORMERR.
+- EDNS: an OPT in the reply exactly when the query had one, version 0; BADVERS for higher versions;
+  no option is echoed. UDP replies fit in min(client size, 1232) bytes, or 512 without EDNS.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import dns.rcode
+import dns.rdatatype
+
+from clusterdns import wire
+from clusterdns.records import REFUSED, Answer, Zone
+
+UDP_LIMIT = 1232  # DNS flag day 2020: the largest UDP payload we send
+PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
+TCP_LIMIT = 65535
+CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
+OPT = dns.rdatatype.OPT
+_ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One question's encoded answer: everything after the question, and header parts to patch."""
+
+    answer: Answer
+    question: bytes  # lower-cased, as encoded
+    f1: int  # header flag bytes without RD and CD
+    f2: int
+    counts: bytes  # QDCOUNT..ARCOUNT
+    counts_opt: bytes  # with ARCOUNT + 1 for our OPT
+    body: bytes  # the sections after the question
+    size: int  # length of the whole message without OPT
+    truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
+
+
+def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT) -> _Entry:
+    msg = wire.encode(question, answer, limit)
+    qend = 12 + len(question)
+    ar = struct.unpack_from("!H", msg, 10)[0]
+    return _Entry(
+        answer, question, msg[2], msg[3], msg[4:12], msg[4:10] + struct.pack("!H", ar + 1), msg[qend:], len(msg)
+    )
+
+
+class Responder:
+    """Answers queries from one Zone. Make a new one for each registry snapshot."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.cache: dict[bytes, _Entry] = {}
+
+    def respond(self, query: bytes, tcp: bool = False) -> bytes | None:
+        """The reply to one DNS message, or None when it must be dropped."""
+        n = len(query)
+        if n < 12:
+            return None
+        f1 = query[2]
+        if f1 & 0x80:  # a response: never answer one (reflection loops)
+            return None
+        if f1 & 0x78:  # opcode != QUERY
+            return _header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
+        if query[4] or query[5] != 1:
+            return _header_reply(query, dns.rcode.FORMERR)
+        i = 12
+        while True:  # the question's name: labels only, no compression
+            if i >= n:
+                return _header_reply(query, dns.rcode.FORMERR)
+            length = query[i]
+            if length == 0:
+                break
+            if length > 63:
+                return _header_reply(query, dns.rcode.FORMERR)
+            i += length + 1
+        qend = i + 5
+        if qend > n or i - 12 > 255:
+            return _header_reply(query, dns.rcode.FORMERR)
+        edns = False
+        payload = do = 0
+        if qend != n or query[6:12] != b"\0\0\0\0\0\0":
+            opt = _read_opt(query, qend)
+            if opt is None:
+                return _header_reply(query, dns.rcode.FORMERR)
+            if opt:
+                edns = True
+                payload, version, do = opt
+                if version:
+                    return _badvers(query, qend, do)
+        key = query[12:i].lower() + query[i:qend]
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = self._miss(key, i - 12)
+        if tcp:
+            limit = TCP_LIMIT
+        elif edns:
+            limit = UDP_LIMIT if payload > UDP_LIMIT else (payload if payload > PLAIN_UDP_LIMIT else PLAIN_UDP_LIMIT)
+        else:
+            limit = PLAIN_UDP_LIMIT
+        if edns:
+            limit -= 11
+        if entry.size > limit:
+            entry = self._truncated(entry, limit)
+        head = query[0:2] + bytes((entry.f1 | (f1 & 0x01), entry.f2 | (query[3] & 0x10)))
+        if edns:
+            return head + entry.counts_opt + query[12:qend] + entry.body + _opt(do)
+        return head + entry.counts + query[12:qend] + entry.body
+
+    def _miss(self, key: bytes, name_length: int) -> _Entry:
+        qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
+        if qclass != 1 or qtype in _ZONE_TRANSFER:
+            answer = REFUSED
+        else:
+            labels = []
+            i = 0
+            while key[i]:
+                labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
+                i += key[i] + 1
+            answer = self.zone.lookup(tuple(labels), qtype) if labels else REFUSED
+        entry = _entry(key, answer)
+        if len(self.cache) >= CACHE_ENTRIES:
+            self.cache.clear()
+        self.cache[key] = entry
+        return entry
+
+    def _truncated(self, entry: _Entry, limit: int) -> _Entry:
+        small = entry.truncated.get(limit)
+        if small is None:
+            small = _entry(entry.question, entry.answer, limit)
+            entry.truncated[limit] = small
+        return small
+
+
+def _opt(do: int) -> bytes:
+    """Our OPT record: root owner, type 41, our UDP size, extended rcode 0, version 0, DO echoed."""
+    return b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, 0, 0, 0x8000 if do else 0, 0)
+
+
+def _skip_name(msg: bytes, i: int) -> int:
+    """The offset after a (possibly compressed) name at `i`; raises IndexError/ValueError if bad."""
+    while True:
+        length = msg[i]
+        if length == 0:
+            return i + 1
+        if length & 0xC0 == 0xC0:
+            msg[i + 1]  # noqa: B018 - bounds check
+            return i + 2
+        if length > 63:
+            raise ValueError("bad label")
+        i += length + 1
+
+
+def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
+    """Walk the answer, authority and additional sections after the question.
+
+    Returns (payload, version, DO) of the OPT, () when there is none, None when the message is malformed
+    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section).
+    """
+    an, ns, ar = struct.unpack_from("!HHH", msg, 6)
+    found: tuple[int, int, int] | tuple[()] = ()
+    try:
+        for index in range(an + ns + ar):
+            start = i
+            i = _skip_name(msg, i)
+            rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", msg, i)
+            i += 10 + rdlen
+            if i > len(msg):
+                return None
+            if rtype == OPT:
+                if found or index < an + ns or msg[start] != 0:
+                    return None
+                found = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
+    except (IndexError, ValueError, struct.error):
+        return None
+    return found if i == len(msg) else None
+
+
+def _header_reply(query: bytes, rcode: int, keep_flags: bool = True) -> bytes:
+    """A reply of only a header: the query's ID and opcode, QR set, RD (and CD) kept unless told not to."""
+    f1 = 0x80 | (query[2] & 0x78)
+    f2 = rcode & 0xF
+    if keep_flags:
+        f1 |= query[2] & 0x01
+        f2 |= query[3] & 0x10
+    return query[0:2] + bytes((f1, f2)) + b"\0" * 8
+
+
+def _badvers(query: bytes, qend: int, do: int) -> bytes:
+    """BADVERS (extended rcode 16: 0 in the header, 1 in the OPT) for an EDNS version we don't speak."""
+    f1 = 0x80 | (query[2] & 0x01)
+    opt = b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, dns.rcode.BADVERS >> 4, 0, 0x8000 if do else 0, 0)
+    return query[0:2] + bytes((f1, query[3] & 0x10)) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + query[12:qend] + opt
+
+
+def servfail(query: bytes) -> bytes | None:
+    """SERVFAIL for a query whose handling failed unexpectedly; None when even the header is unusable."""
+    if len(query) < 12 or query[2] & 0x80:
+        return None
+    return _header_reply(query, dns.rcode.SERVFAIL)

@@ -1,0 +1,419 @@
+"""Allocation of cluster IPs, node ports, workload Pod names and pod IPs: explicit values, refusals,
+persistence in the state directory, release, and agreement between processes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from clusterdns.registry import Config, Registry
+
+if TYPE_CHECKING:
+    from conftest import Load, WriteZones
+
+ROOT = Path(__file__).resolve().parents[1]
+DUAL_STACK = Config(service_cidrs=("10.0.0.0/16", "fd00::/108"))
+
+
+def problems(registry: Registry) -> list[str]:
+    return [str(p) for p in registry.problems]
+
+
+def service(name: str, spec: str = "", ports: str = "- port: 80") -> str:
+    """A Service document (`---` first); `spec` and `ports` are YAML blocks."""
+    return (
+        f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n"
+        + (textwrap.indent(spec, "  ") + "\n" if spec else "")
+        + "  ports:\n"
+        + textwrap.indent(ports, "  ")
+        + "\n"
+    )
+
+
+DEPLOYMENT = """
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: {image}
+"""
+
+
+def deployment(replicas: int = 3, image: str = "nginx:1") -> str:
+    return textwrap.dedent(DEPLOYMENT).format(replicas=replicas, image=image)
+
+
+def allocations(registry: Registry) -> dict[str, str]:
+    """Everything allocated, as `what -> value`: cluster IPs, node ports, Pod names and IPs."""
+    out: dict[str, str] = {}
+    for (ns, name), s in registry.services.items():
+        out[f"svc {ns}/{name}"] = ",".join(s.cluster_ips)
+        for p in s.ports:
+            if p.node_port:
+                out[f"nodePort {ns}/{name} {p.port}/{p.protocol}"] = str(p.node_port)
+    for (ns, name), p in registry.pods.items():
+        out[f"pod {ns}/{name}"] = ",".join(p.ips)
+    return out
+
+
+def cluster_ip(registry: Registry, name: str, namespace: str = "default") -> str:
+    return registry.services[(namespace, name)].cluster_ip
+
+
+# --- explicit values ----------------------------------------------------------------------------------
+
+EXPLICIT_IPS = [
+    pytest.param("clusterIP: 10.0.5.5", "10.0.5.5", None, id="honoured"),
+    pytest.param("clusterIP: 10.0.0.200", "10.0.0.200", None, id="honoured in the static band"),
+    pytest.param(
+        "clusterIP: 192.168.1.1",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIP: 192.168.1.1: provided IP is not in the valid "
+        "range. The range of valid IPs is 10.0.0.0/16, fd00::/108",
+        id="outside every CIDR",
+    ),
+    pytest.param(
+        "clusterIP: 10.0.0.0",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIP: 10.0.0.0: the network address of 10.0.0.0/16 "
+        "can't be used",
+        id="network address",
+    ),
+    pytest.param(
+        "clusterIP: 10.0.255.255",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIP: 10.0.255.255: the broadcast address of "
+        "10.0.0.0/16 can't be used",
+        id="broadcast address",
+    ),
+    pytest.param(
+        "clusterIP: 10.0.3.3",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIP: 10.0.3.3: provided IP is already allocated "
+        "(to default/early IPv4)",
+        id="taken by an earlier Service",
+    ),
+    pytest.param(
+        "clusterIP: 10.0.0.1",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIP: 10.0.0.1: provided IP is already allocated "
+        "(to default/kubernetes IPv4)",
+        id="taken by default/kubernetes",
+    ),
+    pytest.param(
+        "clusterIPs: [10.0.9.9, 'fd00::3']",
+        None,
+        "zones/a.yaml:7: Service default/late: spec.clusterIPs[1]: fd00::3: provided IP is already allocated "
+        "(to default/early IPv6)",
+        id="second family taken",
+    ),
+    pytest.param("clusterIPs: [10.0.9.9, 'fd00::9']", "10.0.9.9,fd00::9", None, id="dual stack honoured"),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected", "problem"), EXPLICIT_IPS)
+def test_explicit_cluster_ip(
+    write_zones: WriteZones, load: Load, spec: str, expected: str | None, problem: str | None
+) -> None:
+    """An explicit cluster IP is honoured when valid and free, else that Service alone is refused."""
+    write_zones(
+        {
+            "0.yaml": service("early", "clusterIPs: [10.0.3.3, 'fd00::3']"),
+            "a.yaml": service("late", spec) + service("other"),
+        }
+    )
+    registry = load(config=DUAL_STACK)
+    assert problems(registry) == ([problem] if problem else [])
+    if expected is None:
+        assert ("default", "late") not in registry.services
+    else:
+        assert ",".join(registry.services[("default", "late")].cluster_ips) == expected
+    assert registry.services[("default", "early")].cluster_ips == ("10.0.3.3", "fd00::3")
+    assert ("default", "other") in registry.services
+
+
+def test_first_declared_wins_a_contested_ip(write_zones: WriteZones, load: Load) -> None:
+    """Two Services asking for the same address: the first declared gets it, the second is refused."""
+    write_zones(
+        {
+            "a.yaml": service("one", "clusterIP: 10.0.3.3"),
+            "b.yaml": service("two", "clusterIP: 10.0.3.3"),
+        }
+    )
+    registry = load()
+    assert problems(registry) == [
+        "zones/b.yaml:7: Service default/two: spec.clusterIP: 10.0.3.3: provided IP is already allocated "
+        "(to default/one IPv4)"
+    ]
+    assert cluster_ip(registry, "one") == "10.0.3.3"
+    assert ("default", "two") not in registry.services
+
+
+def test_automatic_ips_avoid_the_static_band(write_zones: WriteZones, load: Load) -> None:
+    """Automatic cluster IPs come from the service CIDR, above the band kept for explicit addresses."""
+    write_zones({"a.yaml": "".join(service(f"svc-{i}") for i in range(50))})
+    registry = load()
+    assert problems(registry) == []
+    ips = [ipaddress.ip_address(s.cluster_ip) for (ns, n), s in registry.services.items() if n.startswith("svc-")]
+    assert len(set(ips)) == 50
+    assert all(ipaddress.ip_address("10.0.1.1") <= ip <= ipaddress.ip_address("10.0.255.254") for ip in ips)
+
+
+# --- node ports ---------------------------------------------------------------------------------------
+
+NODE_PORTS = [
+    pytest.param("- name: a\n  port: 80\n  nodePort: 30080", "30080", None, id="explicit honoured"),
+    pytest.param("- name: a\n  port: 80\n  nodePort: 30000", "30000", None, id="lowest"),
+    pytest.param("- name: a\n  port: 80\n  nodePort: 32767", "32767", None, id="highest"),
+    pytest.param(
+        "- name: a\n  port: 80\n  nodePort: 29999",
+        None,
+        "zones/a.yaml:11: Service default/late: spec.ports[0].nodePort: 29999: provided port is not in the valid "
+        "range. The range of valid ports is 30000-32767",
+        id="below the range",
+    ),
+    pytest.param(
+        "- name: a\n  port: 80\n  nodePort: 32768",
+        None,
+        "zones/a.yaml:11: Service default/late: spec.ports[0].nodePort: 32768: provided port is not in the valid "
+        "range. The range of valid ports is 30000-32767",
+        id="above the range",
+    ),
+    pytest.param(
+        "- name: a\n  port: 80\n- name: b\n  port: 81\n  nodePort: 31000",
+        None,
+        "zones/a.yaml:13: Service default/late: spec.ports[1].nodePort: 31000: provided port is already "
+        "allocated (to default/early 80/TCP)",
+        id="taken by an earlier Service",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ports", "expected", "problem"), NODE_PORTS)
+def test_explicit_node_port(
+    write_zones: WriteZones, load: Load, ports: str, expected: str | None, problem: str | None
+) -> None:
+    """An explicit nodePort is honoured in 30000-32767 when free, else that Service alone is refused."""
+    write_zones(
+        {
+            "0.yaml": service("early", "type: NodePort", "- port: 80\n  nodePort: 31000"),
+            "a.yaml": service("late", "type: NodePort", ports),
+        }
+    )
+    registry = load()
+    assert problems(registry) == ([problem] if problem else [])
+    if expected is None:
+        assert ("default", "late") not in registry.services
+    else:
+        assert registry.services[("default", "late")].ports[0].node_port == int(expected)
+    assert registry.services[("default", "early")].ports[0].node_port == 31000
+
+
+def test_node_ports_allocated(write_zones: WriteZones, load: Load) -> None:
+    """NodePort and LoadBalancer ports get distinct node ports from 30000-32767; ClusterIP ports none."""
+    ports = "- name: a\n  port: 80\n- name: b\n  port: 53\n  protocol: UDP"
+    write_zones(
+        {
+            "a.yaml": service("np", "type: NodePort", ports)
+            + service("lb", "type: LoadBalancer", ports)
+            + service("cip", "", ports)
+        }
+    )
+    registry = load()
+    assert problems(registry) == []
+    node_ports = [p.node_port for n in ("np", "lb") for p in registry.services[("default", n)].ports]
+    assert len(set(node_ports)) == 4
+    assert all(p is not None and 30000 <= p <= 32767 for p in node_ports)
+    assert [p.node_port for p in registry.services[("default", "cip")].ports] == [None, None]
+
+
+# --- persistence --------------------------------------------------------------------------------------
+
+ZONES = {
+    "a.yaml": service("web", "type: NodePort")
+    + service("api", "ipFamilyPolicy: PreferDualStack")
+    + deployment()
+    + textwrap.dedent(
+        """
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: single
+        spec:
+          containers:
+          - name: c
+        """
+    )
+}
+
+
+def test_same_after_restart(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """A new store on the same state directory hands out exactly the same values."""
+    write_zones(ZONES)
+    first = allocations(load(state=tmp_path / "state", config=DUAL_STACK))
+    second = allocations(load(state=tmp_path / "state", config=DUAL_STACK, now=3600.0))
+    assert first == second
+    assert len(first) == 9  # 4 Services (2 built in), 1 node port, 4 Pods
+    assert (tmp_path / "state" / "allocations.sqlite3").exists()
+
+
+def test_fresh_state_same_values(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """Separate fresh state directories (and an in-memory store) give the same object the same values."""
+    write_zones(ZONES)
+    one = allocations(load(state=tmp_path / "one", config=DUAL_STACK))
+    two = allocations(load(state=tmp_path / "two", config=DUAL_STACK))
+    memory = allocations(load(config=DUAL_STACK))
+    assert one == two == memory
+
+
+def test_values_kept_while_the_object_exists(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """An allocated address stays with its Service across restarts, even against a later explicit request."""
+    write_zones({"b.yaml": service("one")})
+    state = tmp_path / "state"
+    taken = cluster_ip(load(state=state), "one")
+
+    write_zones({"a.yaml": service("zero", f"clusterIP: {taken}")})
+    registry = load(state=state)
+    # (the exact wording of this refusal is checked by test_explicit_cluster_ip)
+    assert [
+        (p.line, p.subject, p.field, "already allocated (to default/one IPv4)" in p.message) for p in registry.problems
+    ] == [(7, "Service default/zero", "spec.clusterIP", True)]
+    assert cluster_ip(registry, "one") == taken
+
+    fresh = load(state=tmp_path / "fresh")  # without history the explicit request wins
+    assert problems(fresh) == []
+    assert cluster_ip(fresh, "zero") == taken
+    assert cluster_ip(fresh, "one") != taken
+
+
+def test_released_when_the_object_disappears(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """When a Service disappears its cluster IP and node ports are released and can go to another."""
+    state = tmp_path / "state"
+    write_zones({"a.yaml": service("old", "type: NodePort")})
+    before = load(state=state).services[("default", "old")]
+    ip, node_port = before.cluster_ip, before.ports[0].node_port
+
+    Path("zones/a.yaml").unlink()
+    write_zones({"b.yaml": service("new", f"type: NodePort\nclusterIP: {ip}", f"- port: 80\n  nodePort: {node_port}")})
+    registry = load(state=state)
+    assert problems(registry) == []
+    assert cluster_ip(registry, "new") == ip
+    assert registry.services[("default", "new")].ports[0].node_port == node_port
+
+    write_zones({"a.yaml": service("old", "type: NodePort")})  # back again: its old values are gone
+    registry = load(state=state)
+    assert problems(registry) == []
+    assert cluster_ip(registry, "new") == ip
+    assert cluster_ip(registry, "old") != ip
+    assert registry.services[("default", "old")].ports[0].node_port != node_port
+
+
+def test_workload_pods_across_changes(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """Deployment Pods survive restarts and scaling down; a new pod template gives new Pods."""
+    state = tmp_path / "state"
+
+    def pods(replicas: int, image: str = "nginx:1") -> dict[str, str]:
+        write_zones({"a.yaml": deployment(replicas, image)})
+        return {name: p.ip for (_, name), p in load(state=state).pods.items()}
+
+    three = pods(3)
+    assert len(three) == 3
+    assert pods(3) == three
+    two = pods(2)
+    assert len(two) == 2
+    assert two.items() <= three.items()
+    assert pods(3).items() >= two.items()
+    changed = pods(3, "nginx:2")
+    assert len(changed) == 3
+    assert not changed.keys() & three.keys()
+
+
+def test_pod_ip_released(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """A Pod's allocated IP is released when the Pod goes, and a stated podIP may then take it."""
+    state = tmp_path / "state"
+    pod = "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: c\n"
+    write_zones({"a.yaml": pod.format(name="old")})
+    ip = load(state=state).pods[("default", "old")].ip
+    Path("zones/a.yaml").unlink()
+    write_zones({"b.yaml": pod.format(name="new") + f"status:\n  podIP: {ip}\n"})
+    registry = load(state=state)
+    assert problems(registry) == []
+    assert registry.pods[("default", "new")].ip == ip
+
+
+# --- two processes ------------------------------------------------------------------------------------
+
+LOAD_AND_PRINT = """
+import json, sys
+from clusterdns.allocate import Store
+from clusterdns.registry import Config
+from clusterdns.zones import Zones
+
+zones, state = sys.argv[1], sys.argv[2]
+sys.stdin.readline()  # start together: the test releases every process at once
+store = Store(state)
+registry = Zones(zones, Config(service_cidrs=("10.0.0.0/16", "fd00::/108")), store).load(0.0)
+print(json.dumps({
+    "problems": [str(p) for p in registry.problems],
+    "services": {f"{ns}/{n}": list(s.cluster_ips) for (ns, n), s in registry.services.items()},
+    "nodePorts": {f"{ns}/{n}": [p.node_port for p in s.ports] for (ns, n), s in registry.services.items()},
+    "pods": {f"{ns}/{n}": list(p.ips) for (ns, n), p in registry.pods.items()},
+}, sort_keys=True))
+"""
+
+
+def test_processes_started_together_agree(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
+    """Processes loading the same zones and state at the same moment agree on every allocation."""
+    # Enough objects that the loads overlap, with explicit wishes that compete with automatic ones.
+    docs = [service(f"svc-{i}", "type: NodePort" if i % 3 == 0 else "") for i in range(1000)]
+    docs += [service("pinned", "clusterIP: 10.0.200.200")]
+    write_zones({"a.yaml": "".join(docs) + deployment(20)})
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD_AND_PRINT, "zones", str(state)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    for p in processes:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [(p.returncode, err) for p, (_, err) in zip(processes, results, strict=True)] == [(0, "")] * 4
+    outputs = [json.loads(out) for out, _ in results]
+    assert outputs[0]["problems"] == []
+    assert all(output == outputs[0] for output in outputs[1:])
+    assert len(outputs[0]["pods"]) == 20
+    # and a later load on the same state still agrees
+    again = load(state=state, config=DUAL_STACK)
+    assert {f"{ns}/{n}": list(s.cluster_ips) for (ns, n), s in again.services.items()} == outputs[0]["services"]
+    assert {f"{ns}/{n}": list(p.ips) for (ns, n), p in again.pods.items()} == outputs[0]["pods"]
