@@ -155,7 +155,8 @@ def _skip_name(msg: bytes, i: int) -> int:
         if length == 0:
             return i + 1
         if length & 0xC0 == 0xC0:
-            msg[i + 1]  # noqa: B018 - bounds check
+            if i + 1 >= len(msg):
+                raise IndexError("pointer past the end")
             return i + 2
         if length > 63:
             raise ValueError("bad label")

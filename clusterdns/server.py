@@ -114,7 +114,6 @@ def bind_error(port: int, exc: OSError) -> BindError:
 async def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[DNSServer]:
     """Listen on UDP and TCP `host:port` (port 0: one free port for both) until the block exits."""
     server = DNSServer(responder, host)
-    loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for attempt in range(20):  # port 0: find a port free for both UDP and TCP
         udp_sock = socket.socket(family, socket.SOCK_DGRAM)
