@@ -31,6 +31,8 @@ NODE_PORT_RANGE = (30000, 32767)
 class Space(Protocol):
     """Where a pool's values come from, and which explicit values it accepts."""
 
+    what: str  # "IP", "port", ...: the noun in refusals
+
     def invalid(self, value: str) -> str | None:
         """Why `value` can't be used here, or None."""
 
@@ -89,7 +91,9 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | 
         if why:
             result[c.owner] = Refusal(why)
         elif c.wish in taken:
-            result[c.owner] = Refusal(f"{c.wish}: provided value is already allocated (to {taken[c.wish]})")
+            result[c.owner] = Refusal(
+                f"{c.wish}: provided {c.space.what} is already allocated (to {taken[c.wish]})"
+            )
         else:
             taken[c.wish] = c.owner
             result[c.owner] = c.wish
@@ -153,6 +157,8 @@ class IPSpace:
 class PortSpace:
     """Node ports from a range (30000-32767 by default)."""
 
+    what = "port"
+
     def __init__(self, low: int = NODE_PORT_RANGE[0], high: int = NODE_PORT_RANGE[1]) -> None:
         self.low, self.high = low, high
 
@@ -174,6 +180,7 @@ class SuffixSpace:
     """Pod names `<prefix>-<5 characters>` as the ReplicaSet controller makes them."""
 
     ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand
+    what = "name"
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -162,10 +162,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         else:
             print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), end="")
         return 0
-    print(
-        kubectl.get_table(registry, resource, args.name, namespace, args.output == "wide", time.time()),
-        end="",
-    )
+    table = kubectl.get_table(registry, resource, args.name, namespace, args.output == "wide", time.time())
+    # kubectl writes "No resources found" to stderr, so that scripts reading stdout see nothing.
+    print(table, end="", file=sys.stderr if table.startswith("No resources found") else sys.stdout)
     return 0
 
 

@@ -294,6 +294,8 @@ def build(
 class _Seen:
     """A pool whose value is the owner itself: records when each object was first seen."""
 
+    what = "object"
+
     def invalid(self, value: str) -> str | None:
         return None
 
@@ -308,11 +310,14 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     """Give every Pod an IP of each pod-network family, keeping the IPs a manifest states.
 
     A Pod that states its IPs gets no other family; a hostNetwork Pod's stated IPs are the node's and
-    are not taken from the pod network. Duplicate Pod names: the first one wins.
+    are shared, not claimed. Duplicate Pod names: the first one wins.
     """
     nets = {ipaddress.ip_network(c).version: c for c in b.config.pod_cidrs}
     versions = sorted(nets)
-    spaces = {v: IPSpace(c, [c], "pod IP") for v, c in nets.items()}
+    # A Pod manifest's own status.podIP is used as given, inside the pod CIDR or not (a container on
+    # another network, a hostNetwork Pod); it must only be unique. Other Pods get one from the CIDR.
+    anywhere = ["0.0.0.0/0", "::/0"]
+    spaces = {v: IPSpace(c, anywhere, "IP") for v, c in nets.items()}
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
     owners: list[tuple[Pod, list[str]]] = []  # each Pod that takes pod-network IPs, with its claims

@@ -67,9 +67,7 @@ def generate(directory: str, services: int, pods: int, shape: str) -> None:
 
 
 def run(zones: str, state: str) -> list[str]:
-    env = dict(
-        os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     out = subprocess.run([sys.executable, "-c", CHILD, zones, state], capture_output=True, text=True, env=env)
     if out.returncode:
         sys.exit(out.stderr)
