@@ -91,9 +91,7 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | 
         if why:
             result[c.owner] = Refusal(why)
         elif c.wish in taken:
-            result[c.owner] = Refusal(
-                f"{c.wish}: provided {c.space.what} is already allocated (to {taken[c.wish]})"
-            )
+            result[c.owner] = Refusal(f"{c.wish}: provided {c.space.what} is already allocated (to {taken[c.wish]})")
         else:
             taken[c.wish] = c.owner
             result[c.owner] = c.wish

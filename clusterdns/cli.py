@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,12 +20,13 @@ from collections.abc import Sequence
 import yaml
 
 from clusterdns import envvars, kubectl
+from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.model import Pod, Workload
 from clusterdns.records import Zone
 from clusterdns.registry import Config, ConfigError, Registry
 from clusterdns.respond import Responder
-from clusterdns.server import BindError, serve
+from clusterdns.server import BindError, DNSServer, Sockets, bind, fork_workers, serve
 from clusterdns.zones import Zones, ZonesError, open_store
 
 log = logging.getLogger("clusterdns")
@@ -90,10 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=1053, help="UDP and TCP port (default 1053)")
     p.add_argument("--ttl", type=_ttl, default=5, help="TTL of answers, 0-3600 seconds (default 5)")
     p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes answering UDP on the same socket (default 1; up to one per core helps)",
+    )
+    p.add_argument(
         "--pods",
         choices=["insecure", "verified", "disabled"],
         default="insecure",
         help="pod A records: any IP (insecure, default), only existing Pods (verified), none (disabled)",
+    )
+
+    p = command("resolv-conf", "print the resolv.conf the kubelet writes for a ClusterFirst pod")
+    p.add_argument("--namespace", "-n", default="default", metavar="NS", help="the pod's namespace (default: default)")
+    p.add_argument(
+        "--nameserver",
+        default="10.0.0.10",
+        metavar="IP",
+        help="the cluster DNS address (default 10.0.0.10, kube-dns' cluster IP)",
     )
 
     p = command("describe", "show one service in detail, as kubectl describe does")
@@ -114,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return int(text)
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1-64, got {text!r}")
     return int(text)
 
 
@@ -215,11 +240,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = open_store(args.state, args.zones)
     zones = Zones(args.zones, config, store)
     try:
-        return asyncio.run(_serve(args, zones))
+        sockets = bind(args.host, args.port)
     except BindError as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
+    workers: list[int] = []
+    try:
+        responder = _responder(args, zones)
+        if args.workers > 1:  # before any thread exists
+            server = DNSServer(responder, sockets.host, sockets.port)
+            workers = fork_workers(args.workers - 1, sockets, server, lambda: _responder(args, zones))
+        return asyncio.run(_serve(args, zones, responder, sockets, workers))
     finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         store.close()
 
 
@@ -240,18 +275,29 @@ def _responder(args: argparse.Namespace, zones: Zones) -> Responder:
     return Responder(Zone(registry, ttl=args.ttl, pods=args.pods, serial=int(now)))
 
 
-async def _serve(args: argparse.Namespace, zones: Zones) -> int:
-    responder = _responder(args, zones)
+async def _serve(
+    args: argparse.Namespace, zones: Zones, responder: Responder, sockets: Sockets, workers: list[int]
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with serve(responder, args.host, args.port) as server:
-        log.info("serving %s on %s port %d (UDP and TCP)", zones.config.domain, args.host, server.port)
+    async with serve(responder, sockets=sockets) as server:
+        log.info(
+            "serving %s on %s port %d (UDP and TCP, %d UDP worker process(es))",
+            zones.config.domain,
+            sockets.host,
+            sockets.port,
+            len(workers) + 1,
+        )
 
         def reload() -> None:
             try:
                 server.responder = _responder(args, zones)
             except ZonesError as exc:
                 log.error("reload failed, keeping the previous registry: %s", exc)
+                return
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -261,7 +307,33 @@ async def _serve(args: argparse.Namespace, zones: Zones) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "serve": cmd_serve, "get": cmd_get, "describe": cmd_describe, "env": cmd_env}
+def cmd_resolv_conf(args: argparse.Namespace) -> int:
+    """kubelet's ClusterFirst resolv.conf: the cluster DNS, the namespace's search list, ndots:5."""
+    try:
+        ipaddress.ip_address(args.nameserver)
+    except ValueError:
+        raise UsageError(f"--nameserver: must be an IP address, got {args.nameserver!r}") from None
+    problem = dns1123_label_error(args.namespace)
+    if problem:
+        raise UsageError(f"--namespace: {problem}")
+    try:
+        domain = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr).domain
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"nameserver {args.nameserver}")
+    print(f"search {args.namespace}.svc.{domain} svc.{domain} {domain}")
+    print("options ndots:5")
+    return 0
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "resolv-conf": cmd_resolv_conf,
+    "serve": cmd_serve,
+    "get": cmd_get,
+    "describe": cmd_describe,
+    "env": cmd_env,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
+import os
+import signal
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from clusterdns.respond import Responder, servfail
@@ -51,22 +54,29 @@ class DNSServer:
 
 def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> None:
     """Answer UDP queries in a tight blocking loop: without the event loop's per-datagram overhead this
-    answers several times more queries per second. Runs in its own thread (and in worker processes)."""
-    recvfrom, sendto, answer = sock.recvfrom, sock.sendto, server.answer
+    answers several times more queries per second. Runs in its own thread (and in worker processes).
+    Queries are read into 4 KiB; a longer datagram is cut and then fails to parse (FORMERR)."""
+    recvfrom, sendto = sock.recvfrom, sock.sendto
     while not stop.is_set():
         try:
-            data, addr = recvfrom(65535)
+            data, addr = recvfrom(UDP_READ_SIZE)
         except OSError as exc:
             if stop.is_set() or exc.errno == errno.EBADF:
                 return
             log.debug("UDP receive error: %s", exc)
             continue
-        reply = answer(data, False)
+        try:
+            reply = server.responder.respond(data, False)
+        except Exception:
+            reply = server.answer(data, False)  # logs, and answers SERVFAIL
         if reply is not None:
             try:
                 sendto(reply, addr)
             except OSError as exc:  # e.g. an unreachable client: nothing to do
                 log.debug("UDP send to %s failed: %s", addr, exc)
+
+
+UDP_READ_SIZE = 4096
 
 
 def _wake(sock: socket.socket) -> None:
@@ -110,12 +120,24 @@ def bind_error(port: int, exc: OSError) -> BindError:
     return BindError(f"can't listen on port {port}: {exc.strerror or exc}")
 
 
-@contextlib.asynccontextmanager
-async def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[DNSServer]:
-    """Listen on UDP and TCP `host:port` (port 0: one free port for both) until the block exits."""
-    server = DNSServer(responder, host)
+@dataclass(frozen=True)
+class Sockets:
+    """A UDP and a TCP socket bound to the same address and port, not yet serving."""
+
+    udp: socket.socket
+    tcp: socket.socket
+    host: str
+    port: int
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+def bind(host: str = "127.0.0.1", port: int = 0) -> Sockets:
+    """Bind UDP and TCP on `host:port` (port 0: one port free for both); BindError says why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for attempt in range(20):  # port 0: find a port free for both UDP and TCP
+    for attempt in range(20):
         udp_sock = socket.socket(family, socket.SOCK_DGRAM)
         tcp_sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -133,24 +155,76 @@ async def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) ->
     with contextlib.suppress(OSError):
         udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    server.port = bound
+    return Sockets(udp_sock, tcp_sock, host, bound)
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    responder: Responder, host: str = "127.0.0.1", port: int = 0, sockets: Sockets | None = None
+) -> AsyncIterator[DNSServer]:
+    """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits.
+
+    UDP is answered by a thread of its own (see `_udp_loop`); TCP by the running event loop.
+    """
+    socks = sockets or bind(host, port)
+    server = DNSServer(responder, socks.host, socks.port)
     stop = threading.Event()
-    udp_thread = threading.Thread(target=_udp_loop, args=(server, udp_sock, stop), name="udp", daemon=True)
+    udp_thread = threading.Thread(target=_udp_loop, args=(server, socks.udp, stop), name="udp", daemon=True)
     udp_thread.start()
-    tcp_sock.listen(128)
+    socks.tcp.listen(128)
     server._tcp = await asyncio.start_server(
-        lambda r, w: _tcp_client(server, r, w), sock=tcp_sock, limit=TCP_LIMIT_BYTES
+        lambda r, w: _tcp_client(server, r, w), sock=socks.tcp, limit=TCP_LIMIT_BYTES
     )
     try:
         yield server
     finally:
         stop.set()
-        _wake(udp_sock)
+        _wake(socks.udp)
         await asyncio.to_thread(udp_thread.join, 2)
-        udp_sock.close()
         server._tcp.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server._tcp.wait_closed(), 1)
+        socks.close()
+
+
+def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callable[[], Responder]) -> list[int]:
+    """Start `count` processes that answer UDP on the same socket as this one; returns their PIDs.
+
+    The kernel hands each datagram to one of the processes blocked on the socket, so UDP is answered on
+    every core. Call this before any thread starts (fork copies only the calling thread). A worker
+    exits with its parent (PR_SET_PDEATHSIG) or on SIGTERM, and on SIGHUP reloads the zones itself:
+    it reads the same files and allocation state, so it builds the same registry.
+    """
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid:
+            pids.append(pid)
+            continue
+        try:
+            _die_with_parent()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+            def on_hup(_signum: int, _frame: object) -> None:
+                try:
+                    server.responder = reload()
+                except Exception:
+                    log.exception("worker %d: reload failed; keeping the previous registry", os.getpid())
+
+            signal.signal(signal.SIGHUP, on_hup)
+            sockets.tcp.close()
+            _udp_loop(server, sockets.udp, threading.Event())
+        finally:
+            os._exit(0)
+    return pids
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent exits."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 TCP_LIMIT_BYTES = 65536 + 2

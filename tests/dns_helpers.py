@@ -1,0 +1,373 @@
+"""Shared helpers for the DNS tests: a real server on a loopback port, queries over real sockets, and every
+reply decoded by both dnspython and dnslib, which must agree.
+
+`start_dns(files, ...)` (a fixture, and `Servers` for wider scopes) writes manifests into `<dir>/zones`,
+loads them as `clusterdns serve` does, and runs `clusterdns.server.serve` in a thread with its own event
+loop; the test gets a `DNS(host, port)`. Expected records are written as zone-file lines and compared
+after both sides are put in dnspython's text form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dnslib
+import pytest
+from conftest import write_files
+
+from clusterdns.allocate import Store
+from clusterdns.records import Zone
+from clusterdns.registry import Config
+from clusterdns.respond import Responder
+from clusterdns.server import DNSServer, serve
+from clusterdns.zones import Zones
+
+SERIAL = 1_700_000_000
+TIMEOUT = 2.0  # seconds to wait for a reply that should come
+SILENCE = 0.5  # seconds of silence that count as "dropped"
+
+# --- decoding: dnspython and dnslib must agree --------------------------------------------------------
+
+
+def _rdata_text(rdtype: int, text: str) -> str:
+    """Any presentation of an rdata -> dnspython's text for it (IPv6 compression, quoting, dots)."""
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text).to_text()
+
+
+def _dnspython_view(msg: dns.message.Message) -> dict[str, Any]:
+    sections = []
+    for section in (msg.answer, msg.authority, msg.additional):
+        records = []
+        for rrset in section:
+            for rd in rrset:
+                records.append((rrset.name.to_text().lower(), rrset.rdtype, rrset.ttl, rd.to_text()))
+        sections.append(sorted(records))
+    edns = None
+    if msg.edns >= 0:
+        options = sorted((int(o.otype), o.to_wire()) for o in msg.options)
+        edns = (msg.payload, msg.edns, msg.ednsflags & 0xFFFF, options)
+    return {
+        "id": msg.id,
+        "flags": int(msg.flags),
+        "rcode": msg.rcode(),
+        "question": [(q.name.to_text(), q.rdtype, q.rdclass) for q in msg.question],
+        "sections": sections,
+        "edns": edns,
+    }
+
+
+def _dnslib_view(record: dnslib.DNSRecord) -> dict[str, Any]:
+    sections = []
+    edns = None
+    rcode = record.header.rcode
+    for index, section in enumerate((record.rr, record.auth, record.ar)):
+        records = []
+        for rr in section:
+            if rr.rtype == dnslib.QTYPE.OPT:
+                assert index == 2, "dnslib: an OPT outside the additional section"
+                assert edns is None, "dnslib: more than one OPT"
+                rcode |= (rr.ttl >> 24) << 4
+                options = sorted((o.code, bytes(o.data)) for o in rr.rdata)
+                edns = (rr.rclass, (rr.ttl >> 16) & 0xFF, rr.ttl & 0xFFFF, options)
+                continue
+            records.append((str(rr.rname).lower(), rr.rtype, rr.ttl, _rdata_text(rr.rtype, str(rr.rdata))))
+        assert len(records) == len(set(records)), f"duplicate records in a section: {records}"
+        sections.append(sorted(records))
+    return {
+        "id": record.header.id,
+        "flags": record.header.bitmap,
+        "rcode": rcode,
+        "question": [(str(q.qname), q.qtype, q.qclass) for q in record.questions],
+        "sections": sections,
+        "edns": edns,
+    }
+
+
+def decode(wire: bytes) -> dns.message.Message:
+    """A reply decoded by dnspython, after checking that dnslib decodes it to the same message: header
+    flags, rcode (with the EDNS extension), question, each section's records and the OPT."""
+    msg = dns.message.from_wire(wire)
+    other = dnslib.DNSRecord.parse(wire)
+    ours, theirs = _dnspython_view(msg), _dnslib_view(other)
+    assert ours == theirs, f"dnspython and dnslib disagree:\n  dnspython {ours}\n  dnslib    {theirs}"
+    return msg
+
+
+# --- expected records as zone-file lines ---------------------------------------------------------------
+
+
+def zone_line(text: str) -> str:
+    """`name ttl IN type rdata` in dnspython's presentation; the owner keeps its letter case."""
+    name, ttl, rdclass, rdtype, rdata = text.split(None, 4)
+    assert rdclass == "IN", text
+    code = dns.rdatatype.from_text(rdtype)
+    owner = dns.name.from_text(name).to_text()
+    return f"{owner} {int(ttl)} IN {dns.rdatatype.to_text(code)} {_rdata_text(code, rdata)}"
+
+
+def lines(section: Iterable[Any]) -> list[str]:
+    """The records of a dnspython section as zone-file lines, in the order received."""
+    return [
+        f"{rrset.name.to_text()} {rrset.ttl} IN {dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}"
+        for rrset in section
+        for rd in rrset
+    ]
+
+
+def check(
+    msg: dns.message.Message,
+    rcode: int,
+    answer: Sequence[str] = (),
+    authority: Sequence[str] = (),
+    additional: Sequence[str] = (),
+) -> None:
+    """The reply's rcode, and each section equal (as a set) to the given zone-file lines."""
+    got = {
+        "rcode": dns.rcode.to_text(msg.rcode()),
+        "answer": sorted(lines(msg.answer)),
+        "authority": sorted(lines(msg.authority)),
+        "additional": sorted(lines(msg.additional)),
+    }
+    want = {
+        "rcode": dns.rcode.to_text(rcode),
+        "answer": sorted(zone_line(t) for t in answer),
+        "authority": sorted(zone_line(t) for t in authority),
+        "additional": sorted(zone_line(t) for t in additional),
+    }
+    assert got == want, "\n".join(_differences(got, want))
+
+
+def _differences(got: Mapping[str, Any], want: Mapping[str, Any]) -> Iterator[str]:
+    yield "the reply differs from the table:"
+    for key, expected in want.items():
+        if got[key] == expected:
+            continue
+        if isinstance(expected, str):
+            yield f"  {key}: got {got[key]}, want {expected}"
+            continue
+        for line in expected:
+            if line not in got[key]:
+                yield f"  {key} missing:    {line}"
+        for line in got[key]:
+            if line not in expected:
+                yield f"  {key} unexpected: {line}"
+
+
+# --- talking to the server ----------------------------------------------------------------------------
+
+
+class DNS(NamedTuple):
+    """A running server's address."""
+
+    host: str
+    port: int
+
+    def exchange(self, wire: bytes, tcp: bool = False, timeout: float = TIMEOUT) -> bytes | None:
+        """Send one message and return the raw reply; None when a UDP reply did not come in `timeout`
+        or the TCP connection was closed without a reply."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        if tcp:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.sendall(struct.pack("!H", len(wire)) + wire)
+                return read_framed(sock)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(wire, (self.host, self.port))
+            try:
+                return sock.recv(65535)
+            except TimeoutError:
+                return None
+
+    def query(
+        self,
+        name: str,
+        rdtype: str | int,
+        tcp: bool = False,
+        edns: bool = True,
+        payload: int = 1232,
+        rd: bool = True,
+        cd: bool = False,
+        options: Sequence[dns.edns.Option] = (),
+    ) -> dns.message.Message:
+        """One question over UDP (or TCP); the reply decoded by both libraries, its ID and question checked.
+
+        Real sockets as dns.query.udp/tcp use, written out because those don't return the raw bytes that
+        dnslib must decode too.
+        """
+        q = make_query(name, rdtype, edns=edns, payload=payload, rd=rd, cd=cd, options=options)
+        wire = q.to_wire()
+        reply = self.exchange(wire, tcp=tcp)
+        assert reply is not None, f"no reply to {name} {rdtype} over {'TCP' if tcp else 'UDP'}"
+        msg = decode(reply)
+        assert msg.id == q.id
+        end = 12 + len(q.question[0].name.to_wire()) + 4
+        assert reply[12:end] == wire[12:end], "the question must come back byte for byte"
+        return msg
+
+
+def make_query(
+    name: str,
+    rdtype: str | int,
+    edns: bool = True,
+    payload: int = 1232,
+    rd: bool = True,
+    cd: bool = False,
+    options: Sequence[dns.edns.Option] = (),
+) -> dns.message.QueryMessage:
+    q = dns.message.make_query(
+        name, rdtype, use_edns=0 if edns else False, payload=payload, options=list(options) or None
+    )
+    q.id = random.randrange(1, 0x10000)
+    q.flags = dns.flags.Flag(0)
+    if rd:
+        q.flags |= dns.flags.RD
+    if cd:
+        q.flags |= dns.flags.CD
+    return q
+
+
+def read_framed(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message from a TCP socket; None at a clean end of stream."""
+    head = _read_exactly(sock, 2)
+    if head is None:
+        return None
+    (length,) = struct.unpack("!H", head)
+    body = _read_exactly(sock, length)
+    assert body is not None, "connection closed in the middle of a message"
+    return body
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            assert not buf, "connection closed in the middle of a message"
+            return None
+        buf += chunk
+    return buf
+
+
+# --- running a server ---------------------------------------------------------------------------------
+
+
+class _Thread:
+    """`serve()` run in a thread with its own event loop until `stop()`."""
+
+    def __init__(self, responder: Responder, host: str, port: int) -> None:
+        self.responder, self.host, self.port = responder, host, port
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.server: DNSServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="dns-test-server", daemon=True)
+
+    async def _main(self) -> None:
+        try:
+            async with serve(self.responder, self.host, self.port) as server:
+                self.server, self.loop, self.done = server, asyncio.get_running_loop(), asyncio.Event()
+                self.started.set()
+                await self.done.wait()
+        except BaseException as exc:
+            self.error = exc
+            self.started.set()
+
+    def start(self) -> DNS:
+        self.thread.start()
+        assert self.started.wait(10), "the DNS server did not start"
+        if self.error is not None:
+            raise self.error
+        assert self.server is not None
+        return DNS(self.host, self.server.port)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.done is not None:
+            self.loop.call_soon_threadsafe(self.done.set)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the DNS server did not stop"
+
+
+def load_zone(zones: Path, config: Config, ttl: int = 5, pods: str = "insecure", serial: int = SERIAL) -> Zone:
+    """The Zone of a zones directory, loaded as `clusterdns serve` loads it (allocations in memory)."""
+    store = Store(None)
+    try:
+        registry = Zones(str(zones), config, store).load(float(serial))
+    finally:
+        store.close()
+    assert [str(p) for p in registry.problems] == [], "the test manifests must load without problems"
+    return Zone(registry, ttl=ttl, pods=pods, serial=serial)
+
+
+class Servers:
+    """Starts servers on manifests written under `root`; `close()` stops them all and checks that none
+    answered anything with an unexpected failure (SERVFAIL from a crash in the handler)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.running: list[_Thread] = []
+        self.count = 0
+
+    def start(
+        self,
+        files: Mapping[str, str],
+        *,
+        config: Config | None = None,
+        ttl: int = 5,
+        pods: str = "insecure",
+        serial: int = SERIAL,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> DNS:
+        self.count += 1
+        zones = self.root / f"run{self.count}" / "zones"
+        zones.mkdir(parents=True)
+        write_files(zones, files)
+        zone = load_zone(zones, config or Config(), ttl=ttl, pods=pods, serial=serial)
+        thread = _Thread(Responder(zone), host, port)
+        self.running.append(thread)
+        return thread.start()
+
+    def close(self) -> None:
+        failures = 0
+        for thread in self.running:
+            thread.stop()
+            failures += thread.server.failures if thread.server else 0
+        self.running.clear()
+        assert failures == 0, "the server hit an unexpected failure while answering (see the log)"
+
+
+StartDNS = Callable[..., DNS]
+
+
+@contextlib.contextmanager
+def servers(root: Path) -> Iterator[Servers]:
+    pool = Servers(root)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def start_dns(tmp_path: Path) -> Iterator[StartDNS]:
+    """`start_dns(files, config=, ttl=, pods=, serial=, host=, port=) -> DNS(host, port)`: the manifests
+    written into `tmp_path/.../zones`, loaded, and served on a loopback port until the test ends."""
+    with servers(tmp_path) as pool:
+        yield pool.start
