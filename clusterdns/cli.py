@@ -20,13 +20,12 @@ from collections.abc import Sequence
 import yaml
 
 from clusterdns import envvars, kubectl
+from clusterdns.daemon import Daemon, Options
 from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.model import Pod, Workload
-from clusterdns.records import Zone
 from clusterdns.registry import Config, ConfigError, Registry
-from clusterdns.respond import Responder
-from clusterdns.server import BindError, DNSServer, Sockets, bind, fork_workers, serve
+from clusterdns.server import BindError, DNSServer, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, open_store
 
 log = logging.getLogger("clusterdns")
@@ -98,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers,
         default=1,
         help="processes answering UDP on the same socket (default 1; up to one per core helps)",
+    )
+    p.add_argument("--no-watch", action="store_true", help="don't reload when files under --zones change")
+    p.add_argument(
+        "--lameduck",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep answering (not ready) this long before exiting (default 5)",
     )
     p.add_argument(
         "--pods",
@@ -238,73 +245,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     store = open_store(args.state, args.zones)
-    zones = Zones(args.zones, config, store)
+    daemon = Daemon(
+        Zones(args.zones, config, store),
+        Options(ttl=args.ttl, pods=args.pods, watch=not args.no_watch, lameduck=args.lameduck),
+    )
     try:
         sockets = bind(args.host, args.port)
     except BindError as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
-    workers: list[int] = []
     try:
-        responder = _responder(args, zones)
-        if args.workers > 1:  # before any thread exists
+        responder = daemon.load()
+        if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port)
-            workers = fork_workers(args.workers - 1, sockets, server, lambda: _responder(args, zones))
-        return asyncio.run(_serve(args, zones, responder, sockets, workers))
+            daemon.workers = fork_workers(args.workers - 1, sockets, server, daemon.load)
+        return asyncio.run(daemon.run(responder, sockets))
     finally:
-        for pid in workers:
+        for pid in daemon.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         store.close()
-
-
-def _responder(args: argparse.Namespace, zones: Zones) -> Responder:
-    now = time.time()
-    registry = zones.load(now)
-    for problem in registry.problems:
-        log.warning("%s", problem)
-    counts = registry.counts()
-    log.info(
-        "loaded %s: %d services, %d endpoints, %d pods, %d problems",
-        args.zones,
-        counts["Service"],
-        counts["Endpoint"],
-        counts["Pod"],
-        len(registry.problems),
-    )
-    return Responder(Zone(registry, ttl=args.ttl, pods=args.pods, serial=int(now)))
-
-
-async def _serve(
-    args: argparse.Namespace, zones: Zones, responder: Responder, sockets: Sockets, workers: list[int]
-) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    async with serve(responder, sockets=sockets) as server:
-        log.info(
-            "serving %s on %s port %d (UDP and TCP, %d UDP worker process(es))",
-            zones.config.domain,
-            sockets.host,
-            sockets.port,
-            len(workers) + 1,
-        )
-
-        def reload() -> None:
-            try:
-                server.responder = _responder(args, zones)
-            except ZonesError as exc:
-                log.error("reload failed, keeping the previous registry: %s", exc)
-                return
-            for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
-
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        await stop.wait()
-        log.info("stopping")
-    return 0
 
 
 def cmd_resolv_conf(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import os
 import threading
 
 from clusterdns.allocate import Store
-from clusterdns.manifests import FileResult, find_files, locate_in_file, read_file
+from clusterdns.manifests import FileResult, Problem, find_files, locate_in_file, read_file
 from clusterdns.registry import Config, Registry, build
 
 
@@ -75,6 +75,7 @@ class Zones:
         self.config = config
         self.store = store
         self.files: dict[str, FileResult] = {}
+        self.good: dict[str, FileResult] = {}  # each file's last parse without problems
 
     def scan(self) -> list[FileResult]:
         """Every manifest file's parse result, re-reading only files that changed."""
@@ -94,9 +95,21 @@ class Zones:
                 fresh[path] = None
                 stale.append((st.st_size, path))
         for result in read_files(stale):
-            fresh[result.path] = result
+            fresh[result.path] = self._keep_good(result)
         self.files = {path: r for path, r in fresh.items() if r is not None}
+        self.good = {path: r for path, r in self.good.items() if path in self.files}
         return list(self.files.values())
+
+    def _keep_good(self, result: FileResult) -> FileResult:
+        """A file that turned bad keeps serving its last good version's objects until it is fixed."""
+        if not result.problems:
+            self.good[result.path] = result
+            return result
+        good = self.good.get(result.path)
+        if good is None:  # never was good: serve what did load
+            return result
+        note = Problem(result.path, 0, "", "", "serving its last good version until the problems are fixed", True)
+        return FileResult(result.path, good.objects, result.problems, (*result.notes, note), result.stamp)
 
     def load(self, now: float) -> Registry:
         return build(self.scan(), self.config, self.store, now, locate=locate_in_file)
