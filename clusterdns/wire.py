@@ -131,8 +131,9 @@ def _rrsets(rrs: tuple[RR, ...]) -> Iterator[list[RR]]:
 def encode(question: bytes, answer: Answer, limit: int = 65535) -> bytes:
     """The reply to `question` (qname, qtype, qclass in wire form) with ID 0, RD and CD clear.
 
-    What does not fit in `limit` bytes is left out by whole RRsets. A dropped answer or authority
-    RRset sets TC; a dropped additional RRset does not (RFC 2181 section 9).
+    What does not fit in `limit` bytes is left out by whole RRsets, and TC is set, also when only
+    additional records were dropped: so CoreDNS does, and a client that wants them all retries over TCP
+    (RFC 2181 section 9 would allow leaving TC clear there).
     """
     w = _Writer(question)
     counts = [0, 0, 0]
@@ -144,7 +145,7 @@ def encode(question: bytes, answer: Answer, limit: int = 65535) -> bytes:
                 w.rr(rr)
             if len(w.buf) > limit:
                 w.rollback(mark)
-                truncated = index < 2
+                truncated = True
                 break
             counts[index] += len(rrset)
         else:

@@ -72,6 +72,11 @@ def _dnspython_view(msg: dns.message.Message) -> dict[str, Any]:
     }
 
 
+def _name(label: dnslib.DNSLabel) -> str:
+    """A dnslib name in dnspython's presentation (escapes for dots, quotes and other odd bytes)."""
+    return dns.name.Name((*label.label, b"")).to_text()
+
+
 def _dnslib_view(record: dnslib.DNSRecord) -> dict[str, Any]:
     sections = []
     edns = None
@@ -86,14 +91,14 @@ def _dnslib_view(record: dnslib.DNSRecord) -> dict[str, Any]:
                 options = sorted((o.code, bytes(o.data)) for o in rr.rdata)
                 edns = (rr.rclass, (rr.ttl >> 16) & 0xFF, rr.ttl & 0xFFFF, options)
                 continue
-            records.append((str(rr.rname).lower(), rr.rtype, rr.ttl, _rdata_text(rr.rtype, str(rr.rdata))))
+            records.append((_name(rr.rname).lower(), rr.rtype, rr.ttl, _rdata_text(rr.rtype, str(rr.rdata))))
         assert len(records) == len(set(records)), f"duplicate records in a section: {records}"
         sections.append(sorted(records))
     return {
         "id": record.header.id,
         "flags": record.header.bitmap,
         "rcode": rcode,
-        "question": [(str(q.qname), q.qtype, q.qclass) for q in record.questions],
+        "question": [(_name(q.qname), q.qtype, q.qclass) for q in record.questions],
         "sections": sections,
         "edns": edns,
     }
@@ -311,7 +316,8 @@ def load_zone(zones: Path, config: Config, ttl: int = 5, pods: str = "insecure",
         registry = Zones(str(zones), config, store).load(float(serial))
     finally:
         store.close()
-    assert [str(p) for p in registry.problems] == [], "the test manifests must load without problems"
+    problems = [str(p) for p in registry.problems]
+    assert problems == [], f"the test manifests must load without problems: {problems}"
     return Zone(registry, ttl=ttl, pods=pods, serial=serial)
 
 

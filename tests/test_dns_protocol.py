@@ -1,0 +1,532 @@
+"""The DNS protocol around the records: TCP framing and pipelining, UDP and TCP alike, EDNS0, truncation
+by whole RRsets, and the header guard; raw bytes over real UDP and TCP sockets of a running server."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+from dns_helpers import DNS, TIMEOUT, StartDNS, decode, make_query, read_framed, servers, start_dns
+
+import clusterdns.server
+
+__all__ = ["start_dns"]  # the fixture, imported for pytest
+
+
+def slice_of(name: str, first: int, count: int) -> str:
+    """A headless selectorless Service with `count` ready endpoints 10.244.<first>.1.. in one EndpointSlice."""
+    addresses = "\n".join(f"        - addresses: [10.244.{first}.{i}]" for i in range(1, count + 1))
+    return f"""
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}}}
+        spec:
+          clusterIP: None
+          ports:
+          - {{name: http, port: 80, targetPort: 8080}}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: {name}-abcde
+          labels: {{kubernetes.io/service-name: {name}}}
+        addressType: IPv4
+        ports:
+        - {{name: http, port: 8080, protocol: TCP}}
+        endpoints:
+{addresses}
+        """
+
+
+FILES = {
+    "services.yaml": """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: my-nginx}
+        spec:
+          clusterIP: 10.0.0.50
+          ports:
+          - {name: http, port: 80}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: alias}
+        spec:
+          type: ExternalName
+          externalName: big.default.svc.cluster.local
+        """
+    + slice_of("big", 5, 100)  # an A answer of 100 records: about 1,650 bytes
+    + slice_of("mid", 6, 50)  # about 850 bytes: over 512, under 1232
+    + slice_of("few", 7, 6),  # SRV: the answer fits in 512 bytes, the answer and the additional A records do not
+}
+
+NGINX = "my-nginx.default.svc.cluster.local."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DNS]:
+    with servers(Path(tmp_path_factory.mktemp("dns-protocol"))) as pool:
+        yield pool.start(FILES)
+
+
+def header(wire: bytes) -> tuple[int, int, int, int, int, int]:
+    """(ID, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT)."""
+    return struct.unpack_from("!HHHHHH", wire)
+
+
+def raw(name: str = NGINX, rdtype: str = "A", flags: int = 0x0100, edns: bool = False) -> bytes:
+    """A query's wire form with the given header flags word (QR, opcode, AA, TC, RD, RA, Z, AD, CD)."""
+    wire = bytearray(make_query(name, rdtype, edns=edns).to_wire())
+    struct.pack_into("!H", wire, 2, flags)
+    return bytes(wire)
+
+
+class UDPClient:
+    """One UDP socket to the server: what it receives after sending a bad packet and then a good query
+    shows whether the bad one was answered or dropped, without waiting for a timeout."""
+
+    def __init__(self, server: DNS) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect((server.host, server.port))
+
+    def send(self, wire: bytes) -> None:
+        self.sock.send(wire)
+
+    def recv(self) -> bytes:
+        return self.sock.recv(65535)
+
+    def dropped(self, wire: bytes) -> bool:
+        """Send `wire`, then a valid query: True when the first datagram back answers the valid query."""
+        self.send(wire)
+        probe = make_query(NGINX, "A", edns=False)
+        probe.id = 4242 if wire[:2] != b"\x10\x92" else 4243
+        self.send(probe.to_wire())
+        reply = self.recv()
+        decode(reply)
+        return header(reply)[0] == probe.id and reply != wire
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def udp(server: DNS) -> Iterator[UDPClient]:
+    client = UDPClient(server)
+    yield client
+    client.close()
+
+
+def closed_by_server(sock: socket.socket, send: bytes = b"") -> bool:
+    """True when the server closes (or resets) the connection, with or without `send` written first."""
+    try:
+        if send:
+            sock.sendall(send)
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def assert_still_answering(server: DNS) -> None:
+    for tcp in (False, True):
+        msg = server.query(NGINX, "A", tcp=tcp)
+        assert msg.rcode() == dns.rcode.NOERROR
+        assert [rd.to_text() for rrset in msg.answer for rd in rrset] == ["10.0.0.50"]
+
+
+# --- TCP ----------------------------------------------------------------------------------------------
+
+QUESTIONS = [
+    (NGINX, "A"),
+    (NGINX, "AAAA"),
+    ("_http._tcp.few.default.svc.cluster.local.", "SRV"),
+    ("nosuch.default.svc.cluster.local.", "A"),
+    ("alias.default.svc.cluster.local.", "A"),
+    ("cluster.local.", "SOA"),
+    ("cluster.local.", "NS"),
+    ("dns-version.cluster.local.", "TXT"),
+    ("50.0.0.10.in-addr.arpa.", "PTR"),
+    ("example.com.", "A"),
+    ("big.default.svc.cluster.local.", "A"),
+]
+SMALL = [q for q in QUESTIONS if q[0].split(".")[0] not in ("alias", "big", "_http")]  # replies under 512 bytes
+
+
+def test_tcp_pipelined(server: DNS) -> None:
+    """Several queries sent at once on one TCP connection are all answered, in order, on that connection."""
+    queries = [make_query(name, rdtype) for name, rdtype in QUESTIONS]
+    for i, q in enumerate(queries):
+        q.id = 1000 + i
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in queries)))
+        replies = [read_framed(sock) for _ in queries]
+        for q, reply in zip(queries, replies, strict=True):
+            assert reply is not None
+            msg = decode(reply)
+            assert (msg.id, msg.question) == (q.id, q.question)
+        # the connection stays open for more
+        again = make_query(NGINX, "A")
+        wire = again.to_wire()
+        sock.sendall(struct.pack("!H", len(wire)) + wire)
+        reply = read_framed(sock)
+        assert reply is not None
+        assert decode(reply).id == again.id
+
+
+def test_tcp_framing_split(server: DNS) -> None:
+    """A TCP message arriving in pieces (the length bytes apart, the body in two) is read whole."""
+    q = make_query(NGINX, "A")
+    framed = struct.pack("!H", len(q.to_wire())) + q.to_wire()
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (framed[:1], framed[1:2], framed[2:9], framed[9:]):
+            sock.sendall(piece)
+        reply = read_framed(sock)
+    assert reply is not None
+    msg = decode(reply)
+    assert msg.id == q.id
+    assert msg.rcode() == dns.rcode.NOERROR
+
+
+@pytest.mark.parametrize(("name", "rdtype"), SMALL)
+def test_udp_and_tcp_answer_alike(server: DNS, name: str, rdtype: str) -> None:
+    """UDP and TCP give the same reply to the same question when it fits in a datagram."""
+    for edns in (False, True):
+        q = make_query(name, rdtype, edns=edns)
+        udp, tcp = server.exchange(q.to_wire()), server.exchange(q.to_wire(), tcp=True)
+        assert udp is not None and tcp is not None
+        assert decode(udp) == decode(tcp)
+        assert (decode(udp).rcode(), decode(udp).edns) == (decode(tcp).rcode(), decode(tcp).edns)
+
+
+def test_tcp_idle_timeout(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TCP connection with no query for the idle timeout is closed by the server."""
+    monkeypatch.setattr(clusterdns.server, "TCP_IDLE_TIMEOUT", 0.2)
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        assert closed_by_server(sock)  # well before our own timeout
+
+
+def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the bound on open TCP connections a new one is closed at once; the open ones keep working."""
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 2)
+    q = make_query(NGINX, "A").to_wire()
+    framed = struct.pack("!H", len(q)) + q
+    held = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(2)]
+    try:
+        for sock in held:  # a round trip on each: both are open and counted
+            sock.sendall(framed)
+            assert read_framed(sock) is not None
+        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as extra:
+            assert closed_by_server(extra, framed)
+        held[0].sendall(framed)
+        assert read_framed(held[0]) is not None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+# --- EDNS0 --------------------------------------------------------------------------------------------
+
+
+def test_edns_echoed(server: DNS) -> None:
+    """A query with an OPT gets an OPT of version 0; a query without one gets none, over UDP and TCP."""
+    for tcp in (False, True):
+        with_opt = server.query(NGINX, "A", tcp=tcp, edns=True)
+        assert with_opt.edns == 0
+        assert with_opt.rcode() == dns.rcode.NOERROR
+        without = server.query(NGINX, "A", tcp=tcp, edns=False)
+        assert without.edns == -1
+        assert without.rcode() == dns.rcode.NOERROR
+        negative = server.query("nosuch.default.svc.cluster.local.", "A", tcp=tcp, edns=True)
+        assert negative.edns == 0
+        assert negative.rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("version", [1, 2, 255])
+def test_edns_badvers(server: DNS, version: int) -> None:
+    """An EDNS version above 0 gets BADVERS, in an OPT of version 0."""
+    q = dns.message.make_query(NGINX, "A", use_edns=version)
+    reply = server.exchange(q.to_wire())
+    assert reply is not None
+    msg = decode(reply)
+    assert msg.id == q.id
+    assert msg.rcode() == dns.rcode.BADVERS
+    assert msg.edns == 0
+    assert msg.answer == []
+
+
+def test_edns_unknown_options_and_flags_not_echoed(server: DNS) -> None:
+    """Options and EDNS flags the server does not know never come back."""
+    option = dns.edns.GenericOption(65001, b"not-for-you")
+    q = dns.message.make_query(NGINX, "A", use_edns=0, options=[option], ednsflags=0x4000 | 0x0001)
+    reply = server.exchange(q.to_wire())
+    assert reply is not None
+    msg = decode(reply)
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert list(msg.options) == []
+    assert msg.ednsflags & 0x7FFF == 0
+
+
+# --- truncation ---------------------------------------------------------------------------------------
+
+
+def rrsets(msg: dns.message.Message) -> list[list[tuple[str, int, frozenset[str]]]]:
+    """Each section as a list of (owner, type, records) RRsets."""
+    return [
+        [(r.name.to_text().lower(), r.rdtype, frozenset(rd.to_text() for rd in r)) for r in section]
+        for section in (msg.answer, msg.authority, msg.additional)
+    ]
+
+
+def assert_cut_by_rrsets(udp: bytes, whole: bytes, limit: int) -> dns.message.Message:
+    """`udp` fits in `limit` bytes, is `whole` with RRsets dropped from the end (none cut in part), and
+    has TC set when an answer or authority RRset was dropped."""
+    assert len(udp) <= limit
+    short, full = decode(udp), decode(whole)
+    assert not full.flags & dns.flags.TC
+    kept, every = rrsets(short), rrsets(full)
+    flat_kept = [s for section in kept for s in section]
+    flat_every = [s for section in every for s in section]
+    assert flat_kept == flat_every[: len(flat_kept)], "the kept RRsets must be whole and in order"
+    for k, e in zip(kept, every, strict=True):
+        assert k == e[: len(k)]
+    if len(kept[0]) < len(every[0]) or len(kept[1]) < len(every[1]):
+        assert short.flags & dns.flags.TC
+    assert short.rcode() == full.rcode()
+    return short
+
+
+def sizes(server: DNS, name: str, rdtype: str) -> int:
+    """The length of the whole reply over TCP (without EDNS)."""
+    whole = server.exchange(make_query(name, rdtype, edns=False).to_wire(), tcp=True)
+    assert whole is not None
+    return len(whole)
+
+
+TRUNCATION = [
+    # (name, type, EDNS payload or None, the limit the UDP reply must fit)
+    ("big.default.svc.cluster.local.", "A", None, 512),
+    ("big.default.svc.cluster.local.", "A", 4096, 1232),
+    ("big.default.svc.cluster.local.", "A", 1232, 1232),
+    ("big.default.svc.cluster.local.", "A", 1400, 1232),
+    ("mid.default.svc.cluster.local.", "A", None, 512),
+    ("mid.default.svc.cluster.local.", "A", 600, 600),
+    ("mid.default.svc.cluster.local.", "A", 100, 512),
+    ("alias.default.svc.cluster.local.", "A", None, 512),
+    ("alias.default.svc.cluster.local.", "A", 4096, 1232),
+    ("_http._tcp.big.default.svc.cluster.local.", "SRV", None, 512),
+    ("_http._tcp.big.default.svc.cluster.local.", "SRV", 4096, 1232),
+]
+
+
+@pytest.mark.parametrize(("name", "rdtype", "payload", "limit"), TRUNCATION)
+def test_truncation(server: DNS, name: str, rdtype: str, payload: int | None, limit: int) -> None:
+    """UDP replies fit in min(client buffer, 1232) bytes, or 512 without EDNS: whole RRsets are dropped
+    from the end and TC set; over TCP the same question is answered whole."""
+    edns = payload is not None
+    q = make_query(name, rdtype, edns=edns, payload=payload or 512)
+    whole = server.exchange(q.to_wire(), tcp=True)
+    assert whole is not None
+    assert len(whole) > limit, "the case must not fit, or it tests nothing"
+    udp = server.exchange(q.to_wire())
+    assert udp is not None
+    short = assert_cut_by_rrsets(udp, whole, limit)
+    assert short.flags & dns.flags.TC
+    assert short.edns == (0 if edns else -1)
+
+
+def test_truncation_keeps_whole_rrsets(server: DNS) -> None:
+    """A CNAME and a target RRset too big for 512 bytes: the CNAME is kept whole, the A RRset dropped
+    whole, TC set; TCP gives all 100 addresses."""
+    q = make_query("alias.default.svc.cluster.local.", "A", edns=False)
+    udp = server.exchange(q.to_wire())
+    tcp = server.exchange(q.to_wire(), tcp=True)
+    assert udp is not None and tcp is not None
+    short, full = decode(udp), decode(tcp)
+    assert [r.rdtype for r in short.answer] == [dns.rdatatype.CNAME]
+    assert short.flags & dns.flags.TC
+    assert [(r.rdtype, len(r)) for r in full.answer] == [(dns.rdatatype.CNAME, 1), (dns.rdatatype.A, 100)]
+    assert not full.flags & dns.flags.TC
+
+
+def test_fits_when_the_buffer_allows(server: DNS) -> None:
+    """An 850-byte answer is cut at 512 without EDNS but comes whole with an EDNS buffer of 1232."""
+    assert 512 < sizes(server, "mid.default.svc.cluster.local.", "A") <= 1232 - 11
+    msg = server.query("mid.default.svc.cluster.local.", "A", edns=True, payload=1232)
+    assert not msg.flags & dns.flags.TC
+    assert sum(len(r) for r in msg.answer) == 50
+
+
+def test_dropped_additional_sets_tc(server: DNS) -> None:
+    """When only additional records are left out for size, TC is still set (issue 3: "what doesn't fit is
+    truncated by whole RRsets with TC=1"; CoreDNS sets TC for any record dropped)."""
+    name = "_http._tcp.few.default.svc.cluster.local."
+    q = make_query(name, "SRV", edns=False)
+    udp, whole = server.exchange(q.to_wire()), server.exchange(q.to_wire(), tcp=True)
+    assert udp is not None and whole is not None
+    assert len(whole) > 512
+    short, full = decode(udp), decode(whole)
+    assert short.answer == full.answer, "the case needs the answer to fit"
+    assert len(short.additional) < len(full.additional)
+    assert short.flags & dns.flags.TC
+
+
+# --- header guard -------------------------------------------------------------------------------------
+
+QR, AA, TC, RD, RA, Z, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040, 0x0020, 0x0010
+
+
+def test_response_dropped(server: DNS, udp: UDPClient) -> None:
+    """A message with QR=1 is never answered (over UDP and TCP); the next query is."""
+    assert udp.dropped(raw(flags=QR | RD))
+    assert udp.dropped(raw(flags=QR | AA | RD, edns=True))
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        bad = raw(flags=QR | RD)
+        good = make_query(NGINX, "A")
+        good.id = (header(bad)[0] + 1) & 0xFFFF
+        for wire in (bad, good.to_wire()):
+            sock.sendall(struct.pack("!H", len(wire)) + wire)
+        reply = read_framed(sock)
+        assert reply is not None
+        assert decode(reply).id == good.id
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 11])
+def test_short_packet_dropped(udp: UDPClient, length: int) -> None:
+    """A datagram too short to hold a header gets no reply."""
+    assert udp.dropped(raw()[:length])
+
+
+@pytest.mark.parametrize(
+    "opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.NOTIFY, dns.opcode.UPDATE, 3, 15]
+)
+def test_other_opcodes_notimp(udp: UDPClient, opcode: int) -> None:
+    """An opcode other than QUERY gets NOTIMP with the opcode kept and every flag clear."""
+    query = raw(flags=(opcode << 11) | RD | CD | AD | Z | AA | TC)
+    udp.send(query)
+    reply = udp.recv()
+    msg = decode(reply)
+    flags = header(reply)[1]
+    assert msg.id == header(query)[0]
+    assert msg.rcode() == dns.rcode.NOTIMP
+    assert msg.opcode() == opcode
+    assert flags & ~0x780F == QR, f"only QR, the opcode and the rcode may be set, got {flags:#06x}"
+
+
+def qdcount(wire: bytes, count: int, extra: bytes = b"") -> bytes:
+    out = bytearray(wire + extra)
+    struct.pack_into("!H", out, 4, count)
+    return bytes(out)
+
+
+MALFORMED = [
+    pytest.param(qdcount(raw(), 0)[:12], id="QDCOUNT 0, no question"),
+    pytest.param(qdcount(raw(), 0), id="QDCOUNT 0 with a question"),
+    pytest.param(qdcount(raw(), 2, raw("kubernetes.default.svc.cluster.local.")[12:]), id="QDCOUNT 2"),
+    pytest.param(qdcount(raw(), 2), id="QDCOUNT 2, one question"),
+    pytest.param(raw()[:12] + b"\xff\xfe\xfd\xfc", id="garbage after the header"),
+    pytest.param(raw()[:12] + b"\x05abc", id="label running past the end"),
+    pytest.param(raw()[:-2], id="question without its class"),
+    pytest.param(raw()[:12] + b"\xc0\x0c\x00\x01\x00\x01", id="compression pointer in the question"),
+    pytest.param(raw() + b"\x00\x00\x00", id="trailing bytes"),
+    pytest.param(raw(edns=True)[:-3], id="OPT cut short"),
+]
+
+
+@pytest.mark.parametrize("wire", MALFORMED)
+@pytest.mark.parametrize("flags", [RD, CD, RD | CD, 0])
+def test_malformed_formerr(udp: UDPClient, wire: bytes, flags: int) -> None:
+    """A message that can't be parsed, or with QDCOUNT other than 1, gets FORMERR with RD and CD copied."""
+    query = bytearray(wire)
+    struct.pack_into("!H", query, 2, flags)
+    udp.send(bytes(query))
+    reply = udp.recv()
+    msg = decode(reply)
+    assert msg.id == header(bytes(query))[0]
+    assert msg.rcode() == dns.rcode.FORMERR
+    assert header(reply)[1] & (QR | RD | CD | Z | TC | RA) == QR | flags
+
+
+@pytest.mark.parametrize("flags", [0, RD, CD, RD | CD, RD | Z, CD | Z | AD, RD | TC | RA | AA])
+@pytest.mark.parametrize(("name", "rcode"), [(NGINX, "NOERROR"), ("nosuch.default.svc.cluster.local.", "NXDOMAIN")])
+def test_header_flags(server: DNS, flags: int, name: str, rcode: str) -> None:
+    """RD and CD are copied from the query, AA is set on authoritative answers, Z is always 0, and TC only
+    when truncated, whatever the query had set; over UDP and TCP."""
+    for tcp in (False, True):
+        query = raw(name, flags=flags)
+        reply = server.exchange(query, tcp=tcp)
+        assert reply is not None
+        msg = decode(reply)
+        assert msg.id == header(query)[0]
+        assert dns.rcode.to_text(msg.rcode()) == rcode
+        got = header(reply)[1]
+        assert got & (QR | AA | RD | CD) == QR | AA | (flags & (RD | CD))
+        assert got & (Z | TC | RA) == 0
+        assert msg.opcode() == dns.opcode.QUERY
+
+
+def test_refused_not_authoritative(server: DNS) -> None:
+    """A name outside the zone is REFUSED without AA, the question echoed."""
+    msg = server.query("example.com.", "A")
+    assert msg.rcode() == dns.rcode.REFUSED
+    assert not msg.flags & dns.flags.AA
+    assert (msg.answer, msg.authority, msg.additional) == ([], [], [])
+
+
+def test_survives_fuzz(server: DNS, udp: UDPClient) -> None:
+    """Mutated queries never get SERVFAIL or stop the server: each is answered with a decodable reply or
+    dropped, and a valid query afterwards is answered (the server's failure count stays 0)."""
+    rng = random.Random(3)
+    seeds = [
+        raw(),
+        raw(edns=True),
+        raw("_http._tcp.big.default.svc.cluster.local.", "SRV"),
+        raw("5.1.244.10.in-addr.arpa.", "PTR", edns=True),
+    ]
+    for _ in range(300):
+        wire = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(2, len(wire) + 1)
+            choice = rng.random()
+            if choice < 0.6 and i < len(wire):
+                wire[i] = rng.randrange(128)  # dnslib reads only UTF-8 labels back
+            elif choice < 0.8:
+                del wire[max(i, 12) :]
+            else:
+                wire[i:i] = bytes(rng.randrange(128) for _ in range(rng.randint(1, 8)))
+        wire[2] &= 0x7F  # a query: one with QR set would be dropped and tell nothing
+        struct.pack_into("!H", wire, 0, 7)
+        udp.send(bytes(wire))
+        probe = make_query(NGINX, "A", edns=False)
+        probe.id = 8
+        udp.send(probe.to_wire())
+        while True:
+            reply = udp.recv()
+            msg = decode(reply)
+            assert msg.rcode() != dns.rcode.SERVFAIL, f"SERVFAIL for {bytes(wire).hex()}"
+            if msg.id == 8:
+                break
+    assert_still_answering(server)
+
+
+def test_still_answering_after_all(server: DNS) -> None:
+    """After every bad packet of this module a valid query over UDP and over TCP is answered."""
+    assert_still_answering(server)
+
+
+def test_start_dns_fixture(start_dns: StartDNS) -> None:
+    """The per-test server fixture: a fresh zone on its own port answers from its own manifests."""
+    server = start_dns({"a.yaml": "kind: Service\nmetadata: {name: solo}\nspec: {clusterIP: 10.0.9.9, ports: [{port: 1}]}\n"})
+    msg = server.query("solo.default.svc.cluster.local.", "A")
+    assert [rd.to_text() for rrset in msg.answer for rd in rrset] == ["10.0.9.9"]
