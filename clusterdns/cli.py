@@ -21,8 +21,10 @@ import yaml
 
 from clusterdns import envvars, kubectl
 from clusterdns.daemon import Daemon, Options
+from clusterdns.health import parse_listen
 from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
+from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
 from clusterdns.registry import Config, ConfigError, Registry
 from clusterdns.server import BindError, DNSServer, bind, fork_workers
@@ -97,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers,
         default=1,
         help="processes answering UDP on the same socket (default 1; up to one per core helps)",
+    )
+    p.add_argument(
+        "--http",
+        default="127.0.0.1:9153",
+        metavar="ADDR:PORT",
+        help="serve /health, /ready and /metrics here (default 127.0.0.1:9153; off disables)",
     )
     p.add_argument("--no-watch", action="store_true", help="don't reload when files under --zones change")
     p.add_argument(
@@ -244,22 +252,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        http = parse_listen(args.http)
+    except ValueError as exc:
+        raise UsageError(f"--http: {exc}") from None
     store = open_store(args.state, args.zones)
-    daemon = Daemon(
-        Zones(args.zones, config, store),
-        Options(ttl=args.ttl, pods=args.pods, watch=not args.no_watch, lameduck=args.lameduck),
-    )
+    zones = Zones(args.zones, config, store)
+    options = Options(ttl=args.ttl, pods=args.pods, watch=not args.no_watch, lameduck=args.lameduck, http=http)
+    daemon = Daemon(zones, options)
     try:
         sockets = bind(args.host, args.port)
     except BindError as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
     try:
+        daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
         responder = daemon.load()
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port)
             daemon.workers = fork_workers(args.workers - 1, sockets, server, daemon.load)
         return asyncio.run(daemon.run(responder, sockets))
+    except BindError as exc:
+        print(f"clusterdns: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         for pid in daemon.workers:
             with contextlib.suppress(ProcessLookupError):

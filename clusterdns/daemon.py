@@ -17,10 +17,14 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from clusterdns.health import serve_http
+from clusterdns.metrics import Stats, StatsCollector
 from clusterdns.records import Zone
 from clusterdns.registry import Registry
 from clusterdns.respond import Responder
-from clusterdns.server import DNSServer, Sockets, serve
+from clusterdns.server import BindError, DNSServer, Sockets, bind_error, serve
 from clusterdns.watch import Watcher
 from clusterdns.zones import Zones, ZonesError
 
@@ -33,6 +37,7 @@ class Options:
     pods: str = "insecure"
     watch: bool = True
     lameduck: float = 5.0
+    http: tuple[str, int] | None = ("127.0.0.1", 9153)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Daemon:
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     workers: list[int] = field(default_factory=list)
     server: DNSServer | None = None
+    stats: Stats | None = None
     _reloading: bool = False
     _again: bool = False
 
@@ -66,7 +72,8 @@ class Daemon:
             self.serial,
         )
         self.registry = registry
-        return Responder(Zone(registry, ttl=self.options.ttl, pods=self.options.pods, serial=self.serial))
+        zone = Zone(registry, ttl=self.options.ttl, pods=self.options.pods, serial=self.serial)
+        return Responder(zone, self.stats)
 
     async def reload(self) -> None:
         """Build a new snapshot off the event loop and swap it in; reloads never overlap."""
@@ -111,6 +118,7 @@ class Daemon:
                 sockets.port,
                 len(self.workers) + 1,
             )
+            http = await self._start_http(sockets)
             watcher = None
             if self.options.watch:
                 watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
@@ -130,5 +138,84 @@ class Daemon:
             self.ready = False
             if watcher:
                 watcher.stop()
+            if http:
+                http.close()
             log.info("stopping")
         return 0
+
+    # --- health and metrics ---
+
+    async def _start_http(self, sockets: Sockets) -> asyncio.Server | None:
+        if self.options.http is None:
+            return None
+        host, port = self.options.http
+        registry = CollectorRegistry(auto_describe=True)
+        if self.stats is not None:
+            family = "2" if ":" in sockets.host else "1"
+            registry.register(StatsCollector(self.stats, f"dns://{sockets.host}:{sockets.port}", family, self._gauges))
+        routes = {"/health": self._health, "/ready": self._ready, "/metrics": lambda: self._metrics(registry)}
+        try:
+            server = await serve_http(host, port, routes)
+        except OSError as exc:
+            raise BindError(f"--http {host}:{port}: {bind_error(port, exc)}") from None
+        log.info("health and metrics on http://%s:%d/ (/health, /ready, /metrics)", host, port)
+        return server
+
+    def _health(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; charset=utf-8", b"OK\n"
+
+    def _ready(self) -> tuple[int, str, bytes]:
+        """503 until the first load and the sockets are up, and during shutdown; the zone errors as detail."""
+        problems = self.registry.problems if self.registry else ()
+        lines = ["ready" if self.ready else "not ready"]
+        if problems:
+            lines.append(f"{len(problems)} zone file error(s):")
+            lines.extend(f"  {p}" for p in problems)
+        return (200 if self.ready else 503), "text/plain; charset=utf-8", ("\n".join(lines) + "\n").encode()
+
+    def _metrics(self, registry: CollectorRegistry) -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+
+    def _gauges(self) -> dict[str, tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]]:
+        """Metrics read at scrape time: registry objects, reloads, zone errors, the answer cache."""
+        out: dict[str, tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = {}
+        if self.registry is not None:
+            out["clusterdns_registry_objects"] = (
+                "gauge",
+                "Objects in the service registry, per kind.",
+                ("kind",),
+                [((kind,), n) for kind, n in self.registry.counts().items()],
+            )
+            out["clusterdns_zone_errors"] = (
+                "gauge",
+                "Problems found in the zone files at the last load.",
+                (),
+                [((), len(self.registry.problems))],
+            )
+        out["clusterdns_reloads"] = (
+            "counter",
+            "Registry reloads, by result.",
+            ("result",),
+            [((result,), n) for result, n in self.reloads.items()],
+        )
+        if self.stats is not None and self.server is not None:
+            totals = self.stats.totals()
+            misses = totals[self.stats.miss_slot]
+            answered = sum(totals[: self.stats.requests])
+            server = f"dns://{self.server.host}:{self.server.port}"
+            responder = self.server.responder
+            denial = sum(1 for e in responder.cache.values() if not e.answer.answer)
+            out["coredns_cache_entries"] = (
+                "gauge",
+                "The number of elements in the cache.",
+                ("server", "type"),
+                [((server, "success"), len(responder.cache) - denial), ((server, "denial"), denial)],
+            )
+            out["coredns_cache_hits"] = (
+                "counter",
+                "The count of cache hits.",
+                ("server", "type"),
+                [((server, "success"), answered - misses)],
+            )
+            out["coredns_cache_misses"] = ("counter", "The count of cache misses.", ("server",), [((server,), misses)])
+        return out

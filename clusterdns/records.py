@@ -7,6 +7,7 @@ specification 1.1.0 say. Every negative answer carries the zone's SOA in the aut
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Answer:
     authority: tuple[RR, ...] = ()
     additional: tuple[RR, ...] = ()
     authoritative: bool = True
+    zone: str = ""  # the zone that answered ("" when none did), for metrics
 
 
 REFUSED = Answer(dns.rcode.REFUSED, authoritative=False)
@@ -146,14 +148,19 @@ class Zone:
 
     # --- lookup ---
 
-    def lookup(self, labels: tuple[str, ...], qtype: int, depth: int = 0) -> Answer:
+    def lookup(self, labels: tuple[str, ...], qtype: int) -> Answer:
         """Answer a question; `labels` is the lower-cased name, nearest the root last."""
         n = len(self.labels)
         if labels[-n:] == self.labels and len(labels) >= n:
-            return self._in_zone(labels, labels[:-n], qtype, depth)
+            return dataclasses.replace(self._in_zone(labels, labels[:-n], qtype, 0), zone=self.domain)
         if labels[-2:] in (("in-addr", "arpa"), ("ip6", "arpa")):
-            return self._reverse(labels, qtype)
+            answer = self._reverse(labels, qtype)
+            return answer if answer is REFUSED else dataclasses.replace(answer, zone=".".join(labels[-2:]))
         return REFUSED
+
+    def zone_index(self, answer: Answer) -> int:
+        """The answer's zone as an index into metrics.zone_labels(domain)."""
+        return {self.domain: 0, "in-addr.arpa": 1, "ip6.arpa": 2}.get(answer.zone, 3)
 
     def _in_zone(self, labels: tuple[str, ...], rel: tuple[str, ...], qtype: int, depth: int) -> Answer:
         name = ".".join(labels)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 import dns.rcode
 import dns.rdatatype
 
 from clusterdns import wire
+from clusterdns.metrics import BUCKET_BASE_NS, BUCKETS, Stats
 from clusterdns.records import REFUSED, Answer, Zone
 
 UDP_LIMIT = 1232  # DNS flag day 2020: the largest UDP payload we send
@@ -46,38 +48,63 @@ class _Entry:
     body: bytes  # the sections after the question
     size: int  # length of the whole message without OPT
     heads: tuple[bytes, ...] = ()  # header bytes 2-12 for each (RD, CD) of the query: index RD | CD << 1
+    slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
     truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
 
 
-def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT) -> _Entry:
+def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT, slots: tuple[int, int, int] = (0, 0, 0)) -> _Entry:
     msg = wire.encode(question, answer, limit)
     qend = 12 + len(question)
     ar = struct.unpack_from("!H", msg, 10)[0]
     f1, f2 = msg[2], msg[3]
     heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
     counts_opt = msg[4:10] + struct.pack("!H", ar + 1)
-    return _Entry(answer, question, f1, f2, msg[4:12], counts_opt, msg[qend:], len(msg), heads=heads)
+    return _Entry(answer, question, f1, f2, msg[4:12], counts_opt, msg[qend:], len(msg), heads=heads, slots=slots)
 
 
 class Responder:
     """Answers queries from one Zone. Make a new one for each registry snapshot."""
 
-    def __init__(self, zone: Zone) -> None:
+    def __init__(self, zone: Zone, stats: Stats | None = None) -> None:
         self.zone = zone
+        self.stats = stats
         self.cache: dict[bytes, _Entry] = {}
+        self.misses = 0
+        self._other = stats.slots(len(stats.zones) - 1, 0, 0) if stats else (0, 0, 0)
 
     def respond(self, query: bytes, tcp: bool = False) -> bytes | None:
         """The reply to one DNS message, or None when it must be dropped."""
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
+        started = perf_counter_ns()
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
-                return query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
-        return self._respond(query, tcp)
+                reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
+                stats = self.stats
+                if stats is not None:  # Stats.count, inlined: this is the path of nearly every query
+                    c, base, (slot, timing, total) = stats.counts, stats.base, entry.slots
+                    elapsed = perf_counter_ns() - started
+                    c[base + slot + tcp] += 1
+                    c[base + timing + min((elapsed // BUCKET_BASE_NS).bit_length(), BUCKETS)] += 1
+                    c[base + total] += elapsed
+                return reply
+        answered, slots = self._respond(query, tcp)
+        if self.stats is not None and answered is not None:
+            self.stats.count(slots, tcp, perf_counter_ns() - started)
+        return answered
 
-    def _respond(self, query: bytes, tcp: bool) -> bytes | None:
+    def _respond(self, query: bytes, tcp: bool) -> tuple[bytes | None, tuple[int, int, int]]:
+        reply = self._answer(query, tcp)
+        if isinstance(reply, tuple):
+            return reply
+        if reply is not None and self.stats is not None:
+            return reply, self.stats.slots(len(self.stats.zones) - 1, 0, reply[3] & 0xF)
+        return reply, self._other
+
+    def _answer(self, query: bytes, tcp: bool) -> bytes | tuple[bytes, tuple[int, int, int]] | None:
+        """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry."""
         n = len(query)
         if n < 12:
             return None
@@ -128,8 +155,8 @@ class Responder:
             entry = self._truncated(entry, limit)
         head = query[0:2] + bytes((entry.f1 | (f1 & 0x01), entry.f2 | (query[3] & 0x10)))
         if edns:
-            return head + entry.counts_opt + query[12:qend] + entry.body + _opt(do)
-        return head + entry.counts + query[12:qend] + entry.body
+            return head + entry.counts_opt + query[12:qend] + entry.body + _opt(do), entry.slots
+        return head + entry.counts + query[12:qend] + entry.body, entry.slots
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
@@ -142,7 +169,12 @@ class Responder:
                 labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
                 i += key[i] + 1
             answer = self.zone.lookup(tuple(labels), qtype) if labels else REFUSED
-        entry = _entry(key, answer)
+        slots = (0, 0, 0)
+        if self.stats is not None:
+            slots = self.stats.slots(self.zone.zone_index(answer), qtype, answer.rcode)
+            self.stats.counts[self.stats.base + self.stats.miss_slot] += 1
+        self.misses += 1
+        entry = _entry(key, answer, slots=slots)
         if len(self.cache) >= CACHE_ENTRIES:
             self.cache.clear()
         self.cache[key] = entry
@@ -151,7 +183,7 @@ class Responder:
     def _truncated(self, entry: _Entry, limit: int) -> _Entry:
         small = entry.truncated.get(limit)
         if small is None:
-            small = _entry(entry.question, entry.answer, limit)
+            small = _entry(entry.question, entry.answer, limit, entry.slots)
             entry.truncated[limit] = small
         return small
 

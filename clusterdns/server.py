@@ -196,13 +196,16 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
     it reads the same files and allocation state, so it builds the same registry.
     """
     pids = []
-    for _ in range(count):
+    for index in range(count):
         pid = os.fork()
         if pid:
             pids.append(pid)
             continue
         try:
             _die_with_parent()
+            stats = server.responder.stats
+            if stats is not None:
+                stats.use_block(index + 1)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -1,0 +1,166 @@
+"""Query counters in shared memory, and their Prometheus exposition under CoreDNS's metric names.
+
+Counting is on the answer path of every query, so it is a couple of integer increments into a
+memoryview, not prometheus-client calls: each answer-cache entry knows its own counter slot (zone, query
+type, rcode), and durations go into power-of-two buckets. The counters live in an anonymous shared
+mmap with one block per process, so UDP worker processes count too; a scrape sums the blocks and hands
+the totals to prometheus-client through a custom collector. No label ever carries a query name.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import dns.rcode
+import dns.rdatatype
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+# Label values, CoreDNS style: common query types by name, the rest "other".
+TYPES = ("A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "SOA", "NS", "MX", "ANY", "other")
+TYPE_INDEX = {int(dns.rdatatype.from_text(t)): i for i, t in enumerate(TYPES[:-1])}
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other")
+RCODE_INDEX = {int(dns.rcode.from_text(r)): i for i, r in enumerate(RCODES[:-1])}
+PROTOS = ("udp", "tcp")
+# Duration buckets as CoreDNS's: 0.25 ms doubling 16 times (to 8.192 s), plus +Inf.
+BUCKET_BASE_NS = 250_000
+BUCKETS = 16
+
+
+def zone_labels(domain: str) -> tuple[str, ...]:
+    """The zone label values, in the order of Zone.zone_index; the last, ".", for what no zone answered."""
+    return (f"{domain}.", "in-addr.arpa.", "ip6.arpa.", ".")
+
+
+def type_index(qtype: int) -> int:
+    return TYPE_INDEX.get(qtype, len(TYPES) - 1)
+
+
+def rcode_index(rcode: int) -> int:
+    return RCODE_INDEX.get(rcode, len(RCODES) - 1)
+
+
+class Stats:
+    """Counters for `processes` processes; `zones` are the zone label values (the last is ".")."""
+
+    def __init__(self, zones: tuple[str, ...], processes: int = 1) -> None:
+        self.zones = zones
+        self.requests = len(zones) * len(TYPES) * len(RCODES) * len(PROTOS)
+        self.histogram = len(zones) * len(TYPES) * (BUCKETS + 1)
+        self.sums = len(zones) * len(TYPES)
+        self.miss_slot = self.requests + self.histogram + self.sums  # answers built, not found in the cache
+        self.block = self.miss_slot + 1
+        self.processes = processes
+        self._map = mmap.mmap(-1, 8 * self.block * processes)  # anonymous and MAP_SHARED: kept across fork
+        self.counts = memoryview(self._map).cast("Q")
+        self.base = 0  # this process' block
+
+    def use_block(self, index: int) -> None:
+        """Count into block `index` from now on (each worker process takes its own)."""
+        self.base = index * self.block
+
+    def slot(self, zone: int, qtype: int, rcode: int) -> int:
+        """The request counter of (zone, type, rcode) over UDP; +1 is the TCP one."""
+        return ((zone * len(TYPES) + qtype) * len(RCODES) + rcode) * len(PROTOS)
+
+    def timing(self, zone: int, qtype: int) -> int:
+        """The first histogram bucket of (zone, type)."""
+        return self.requests + (zone * len(TYPES) + qtype) * (BUCKETS + 1)
+
+    def sum_slot(self, zone: int, qtype: int) -> int:
+        return self.requests + self.histogram + zone * len(TYPES) + qtype
+
+    def count(self, slots: tuple[int, int, int], tcp: bool, elapsed_ns: int) -> None:
+        """Count one answered query: `slots` are (slot, timing, sum_slot) of its zone, type and rcode."""
+        c, base = self.counts, self.base
+        c[base + slots[0] + tcp] += 1
+        c[base + slots[1] + min((elapsed_ns // BUCKET_BASE_NS).bit_length(), BUCKETS)] += 1
+        c[base + slots[2]] += elapsed_ns
+
+    def slots(self, zone: int, qtype: int, rcode: int) -> tuple[int, int, int]:
+        t, r = type_index(qtype), rcode_index(rcode)
+        return self.slot(zone, t, r), self.timing(zone, t), self.sum_slot(zone, t)
+
+    def totals(self) -> list[int]:
+        """Every counter summed over the processes."""
+        out = [0] * self.block
+        c = self.counts
+        for p in range(self.processes):
+            base = p * self.block
+            for i in range(self.block):
+                v = c[base + i]
+                if v:
+                    out[i] += v
+        return out
+
+
+class StatsCollector(Collector):
+    """Exposes Stats and a few gauges at scrape time, under CoreDNS's names and clusterdns' own."""
+
+    def __init__(
+        self,
+        stats: Stats,
+        server: str,
+        family: str,
+        extra: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self.stats = stats
+        self.server = server  # "dns://127.0.0.1:1053", as CoreDNS labels it
+        self.family = family  # "1" IPv4, "2" IPv6
+        self.extra = extra
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        totals = s.totals()
+        requests = CounterMetricFamily(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family.",
+            labels=["server", "zone", "proto", "family", "type"],
+        )
+        responses = CounterMetricFamily(
+            "coredns_dns_responses", "Counter of response status codes.", labels=["server", "zone", "rcode"]
+        )
+        by_request: dict[tuple[str, str, str], int] = {}
+        by_rcode: dict[tuple[str, str], int] = {}
+        for z, zone in enumerate(s.zones):
+            for t, qtype in enumerate(TYPES):
+                for r, rcode in enumerate(RCODES):
+                    for p, proto in enumerate(PROTOS):
+                        v = totals[s.slot(z, t, r) + p]
+                        if v:
+                            by_request[(zone, proto, qtype)] = by_request.get((zone, proto, qtype), 0) + v
+                            by_rcode[(zone, rcode)] = by_rcode.get((zone, rcode), 0) + v
+        for (zone, proto, qtype), v in sorted(by_request.items()):
+            requests.add_metric([self.server, zone, proto, self.family, qtype], v)
+        for (zone, rcode), v in sorted(by_rcode.items()):
+            responses.add_metric([self.server, zone, rcode], v)
+        yield requests
+        yield responses
+        duration = HistogramMetricFamily(
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took.",
+            labels=["server", "zone", "type"],
+        )
+        for z, zone in enumerate(s.zones):
+            for t, qtype in enumerate(TYPES):
+                first = s.timing(z, t)
+                counts = totals[first : first + BUCKETS + 1]
+                if not any(counts):
+                    continue
+                buckets, running = [], 0
+                for b in range(BUCKETS):
+                    running += counts[b]
+                    buckets.append((f"{BUCKET_BASE_NS * (1 << b) / 1e9:g}", running))
+                buckets.append(("+Inf", running + counts[BUCKETS]))
+                duration.add_metric([self.server, zone, qtype], buckets, totals[s.sum_slot(z, t)] / 1e9)
+        yield duration
+        extra = self.extra()
+        for name, (kind, help_text, labels, values) in extra.items():
+            family: Any = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, help_text, labels=list(labels)
+            )
+            for label_values, value in values:
+                family.add_metric(list(label_values), value)
+            yield family
