@@ -266,7 +266,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
     try:
-        daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
+        if http is not None:  # counting costs a little on every query: only when someone can read it
+            daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
         responder = daemon.load()
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port)

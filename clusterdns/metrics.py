@@ -9,6 +9,7 @@ the totals to prometheus-client through a custom collector. No label ever carrie
 
 from __future__ import annotations
 
+import array
 import mmap
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -54,12 +55,19 @@ class Stats:
         self.block = self.miss_slot + 1
         self.processes = processes
         self._map = mmap.mmap(-1, 8 * self.block * processes)  # anonymous and MAP_SHARED: kept across fork
-        self.counts = memoryview(self._map).cast("Q")
-        self.base = 0  # this process' block
+        self.shared = memoryview(self._map).cast("Q")
+        self.counts = [0] * self.block  # this process' counters: list items are the cheapest to bump
+        self.index = 0  # this process' block in `shared`
 
     def use_block(self, index: int) -> None:
-        """Count into block `index` from now on (each worker process takes its own)."""
-        self.base = index * self.block
+        """In a worker process: count from zero into block `index`, published by `publish()`."""
+        self.index = index
+        self.counts = [0] * self.block
+
+    def publish(self) -> None:
+        """Copy this process' counters into its shared block (workers do so every second)."""
+        start = self.index * self.block
+        self.shared[start : start + self.block] = array.array("Q", self.counts)
 
     def slot(self, zone: int, qtype: int, rcode: int) -> int:
         """The request counter of (zone, type, rcode) over UDP; +1 is the TCP one."""
@@ -73,24 +81,26 @@ class Stats:
         return self.requests + self.histogram + zone * len(TYPES) + qtype
 
     def count(self, slots: tuple[int, int, int], tcp: bool, elapsed_ns: int) -> None:
-        """Count one answered query: `slots` are (slot, timing, sum_slot) of its zone, type and rcode."""
-        c, base = self.counts, self.base
-        c[base + slots[0] + tcp] += 1
-        c[base + slots[1] + min((elapsed_ns // BUCKET_BASE_NS).bit_length(), BUCKETS)] += 1
-        c[base + slots[2]] += elapsed_ns
+        """Count one answered query: `slots` are (slot, timing, sum_slot) of its zone, type and rcode.
+        (Responder.respond inlines this for cached answers.)"""
+        c = self.counts
+        c[slots[0] + tcp] += 1
+        bucket = (elapsed_ns // BUCKET_BASE_NS).bit_length()
+        c[slots[1] + (bucket if bucket < BUCKETS else BUCKETS)] += 1
+        c[slots[2]] += elapsed_ns
 
     def slots(self, zone: int, qtype: int, rcode: int) -> tuple[int, int, int]:
         t, r = type_index(qtype), rcode_index(rcode)
         return self.slot(zone, t, r), self.timing(zone, t), self.sum_slot(zone, t)
 
     def totals(self) -> list[int]:
-        """Every counter summed over the processes."""
-        out = [0] * self.block
-        c = self.counts
+        """Every counter summed: this process' own, and what the other processes last published."""
+        out = list(self.counts)
         for p in range(self.processes):
-            base = p * self.block
-            for i in range(self.block):
-                v = c[base + i]
+            if p == self.index:
+                continue
+            block = self.shared[p * self.block : (p + 1) * self.block]
+            for i, v in enumerate(block):
                 if v:
                     out[i] += v
         return out

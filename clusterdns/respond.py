@@ -76,23 +76,24 @@ class Responder:
         """The reply to one DNS message, or None when it must be dropped."""
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
-        started = perf_counter_ns()
+        stats = self.stats
+        started = perf_counter_ns() if stats is not None else 0
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
                 reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
-                stats = self.stats
                 if stats is not None:  # Stats.count, inlined: this is the path of nearly every query
-                    c, base, (slot, timing, total) = stats.counts, stats.base, entry.slots
+                    c, (slot, timing, total) = stats.counts, entry.slots
                     elapsed = perf_counter_ns() - started
-                    c[base + slot + tcp] += 1
-                    c[base + timing + min((elapsed // BUCKET_BASE_NS).bit_length(), BUCKETS)] += 1
-                    c[base + total] += elapsed
+                    c[slot + tcp] += 1
+                    bucket = (elapsed // BUCKET_BASE_NS).bit_length()
+                    c[timing + (bucket if bucket < BUCKETS else BUCKETS)] += 1
+                    c[total] += elapsed
                 return reply
         answered, slots = self._respond(query, tcp)
-        if self.stats is not None and answered is not None:
-            self.stats.count(slots, tcp, perf_counter_ns() - started)
+        if stats is not None and answered is not None:
+            stats.count(slots, tcp, perf_counter_ns() - started)
         return answered
 
     def _respond(self, query: bytes, tcp: bool) -> tuple[bytes | None, tuple[int, int, int]]:
@@ -172,7 +173,7 @@ class Responder:
         slots = (0, 0, 0)
         if self.stats is not None:
             slots = self.stats.slots(self.zone.zone_index(answer), qtype, answer.rcode)
-            self.stats.counts[self.stats.base + self.stats.miss_slot] += 1
+            self.stats.counts[self.stats.miss_slot] += 1
         self.misses += 1
         entry = _entry(key, answer, slots=slots)
         if len(self.cache) >= CACHE_ENTRIES:

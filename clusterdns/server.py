@@ -18,9 +18,11 @@ import signal
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from clusterdns.metrics import Stats
 from clusterdns.respond import Responder, servfail
 
 log = logging.getLogger("clusterdns.server")
@@ -206,6 +208,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             stats = server.responder.stats
             if stats is not None:
                 stats.use_block(index + 1)
+                threading.Thread(target=_publish_every_second, args=(stats,), daemon=True).start()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -221,6 +224,12 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
         finally:
             os._exit(0)
     return pids
+
+
+def _publish_every_second(stats: Stats) -> None:
+    while True:
+        time.sleep(1)
+        stats.publish()
 
 
 def _die_with_parent() -> None:

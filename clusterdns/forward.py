@@ -1,0 +1,748 @@
+"""Forwarding: queries for names clusterdns doesn't own go to upstream resolvers, with a cache.
+
+`Forwarder.forward(query, tcp)` always comes back with a reply to the client's query: the upstream's
+answer with the client's ID and question case, or SERVFAIL. The rules, and where they come from:
+
+- Routing (kube-dns stubDomains, CoreDNS `forward` blocks): the longest stub domain that contains the
+  name picks the upstreams, else the default upstreams. A stub domain whose upstreams were all dropped as
+  loops answers SERVFAIL; it never falls back to the default upstreams.
+- Failover: upstreams are tried in order, one that failed recently (no reply, connection refused, a
+  malformed reply) last until `DOWN_RETRY` seconds have passed. A SERVFAIL or REFUSED answer moves on to the
+  next upstream too, and is passed to the client when no upstream does better. One pass over the upstreams
+  takes at most `timeout` (each gets an equal share), and there are at most `attempts` passes: with no
+  upstream reachable the client gets SERVFAIL within timeout x attempts. Errors are logged when an
+  upstream's state changes, never per query.
+- Transport: a query that came over TCP is forwarded over TCP; a UDP answer with TC=1 is asked again
+  over TCP (RFC 7766 section 5). Each query is sent from a new socket with a new random ID, and only a
+  reply with that ID and question is taken (RFC 5452).
+- EDNS: the client's query is forwarded as it came (its OPT, DO bit and payload size), and the answer is
+  passed back as it came. Over UDP the reply is cut to the client's size, min(its EDNS payload, 1232)
+  or 512 without EDNS, as a TC=1 reply with the question only, so the client asks again over TCP.
+- Cache, keyed by (lower-cased name, type, class, DO bit), bounded to `cache_entries` (the oldest stored
+  goes first): a positive answer is kept for the smallest TTL in the message (OPT aside), at most
+  `MAX_POSITIVE_TTL`; NXDOMAIN and NODATA for min(SOA TTL, SOA MINIMUM) of the SOA in authority
+  (RFC 2308 section 5), at most `MAX_NEGATIVE_TTL`, and not at all without a SOA. On the way out every
+  TTL is reduced by the whole seconds the answer has been cached, the ID, RD and CD bits and question
+  case are the client's, and the OPT record is removed or added so that there is one exactly when the
+  client's query had one. SERVFAIL, REFUSED and truncated answers are never cached, so a failure can
+  never shadow a good answer: the next query asks the upstreams again.
+- In-flight bound: beyond `max_inflight` queries waiting for upstreams, a query that misses the cache is
+  answered REFUSED at once (CoreDNS `forward` max_concurrent does the same): a stub resolver moves on
+  to its next nameserver without counting it as a failure of the name, and nothing caches it.
+- Loops, at construction: an upstream that is clusterdns itself (one of `local`, the addresses it listens
+  on, or an address of this machine when it listens on 0.0.0.0 or :: on that port) is dropped with a
+  warning and listed in `loops`.
+- Loops, at run time (as CoreDNS's `loop` plugin): `probe()` sends `<random>.<token>.clusterdns-loop-check.
+  HINFO` to every upstream, where `<token>` is this Forwarder's. When such a query reaches clusterdns,
+  `forward()` recognises it (`is_probe`) and answers it itself with `probe_reply`: an HINFO record
+  "clusterdns" "loop" that no real resolver makes up. A probe that comes back with that answer means the
+  upstream leads back to us, directly or through other resolvers, and `probe()` drops it.
+
+How the server uses it: forward every query for a name outside clusterdns's zones with `forward()` (the
+UDP thread hands it to the event loop), and call `await forwarder.probe()` once the sockets serve
+(and, if wanted, on reload). A process that answers without `forward()` (a UDP worker) should answer a
+query whose name `is_probe()` with `probe_reply(query)` rather than refuse it, so the loop is found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from clusterdns.respond import PLAIN_UDP_LIMIT, UDP_LIMIT
+
+__all__ = [
+    "DOWN_RETRY",
+    "MAX_NEGATIVE_TTL",
+    "MAX_POSITIVE_TTL",
+    "PROBE_DOMAIN",
+    "ForwardStats",
+    "Forwarder",
+    "Loop",
+    "Upstream",
+    "parse_upstream",
+    "probe_reply",
+    "resolv_conf_upstreams",
+]
+
+log = logging.getLogger("clusterdns.forward")
+
+MAX_POSITIVE_TTL = 3600  # seconds; CoreDNS cache's default cap
+MAX_NEGATIVE_TTL = 1800  # seconds; CoreDNS cache's default cap for denials
+DOWN_RETRY = 5.0  # seconds a failed upstream is tried after the others
+PROBE_DOMAIN = "clusterdns-loop-check"
+_PROBE_LABEL = PROBE_DOMAIN.encode()
+_PROBE_MARK = b"clusterdns"  # the HINFO CPU string of a probe answered by clusterdns
+
+_OPT, _SOA = dns.rdatatype.OPT, dns.rdatatype.SOA
+_NOERROR, _NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
+_TRY_NEXT = frozenset((dns.rcode.SERVFAIL, dns.rcode.REFUSED))  # answers that send us to the next upstream
+_NO_STUBS: Mapping[str, Sequence[Upstream]] = MappingProxyType({})
+
+
+# --- upstream addresses ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A resolver we forward to: an IP address (in its canonical text form) and a port."""
+
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_upstream(text: str) -> Upstream:
+    """`ADDR[:PORT]` -> Upstream: `10.0.0.10`, `10.0.0.10:5353`, `fd00::10`, `[fd00::10]:5353`."""
+    spec = text.strip()
+    host, port = spec, "53"
+    if spec.startswith("["):
+        close = spec.find("]")
+        if close < 0:
+            raise _bad_upstream(text, "missing ']' after the IPv6 address")
+        host, rest = spec[1:close], spec[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _bad_upstream(text, "expected ':PORT' after ']'")
+        port = rest[1:] if rest else port
+    elif spec.count(":") == 1:
+        host, port = spec.split(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise _bad_upstream(text, f"{host!r} is not an IP address") from None
+    if spec.startswith("[") and ip.version != 6:
+        raise _bad_upstream(text, "only IPv6 addresses go in brackets")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise _bad_upstream(text, f"port must be 1-65535, got {port!r}")
+    return Upstream(str(ip), int(port))
+
+
+def _bad_upstream(text: str, reason: str) -> ValueError:
+    return ValueError(f"upstream {text!r}: {reason} (expected ADDR[:PORT], e.g. 10.0.0.10:53 or [fd00::10]:53)")
+
+
+def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[Upstream]:
+    """The `nameserver` lines of a resolv.conf, on port 53, in order; [] when the file doesn't exist.
+    A nameserver that isn't an IP address is skipped with a warning, as the C library skips it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    found: list[Upstream] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            upstream = Upstream(str(ipaddress.ip_address(words[1])))
+        except ValueError:
+            log.warning("%s:%d: nameserver %r is not an IP address; ignored", path, number, words[1])
+            continue
+        if upstream not in found:
+            found.append(upstream)
+    return found
+
+
+# --- messages on the wire --------------------------------------------------------------------------
+
+
+class _Record(NamedTuple):
+    section: int  # 0 answer, 1 authority, 2 additional
+    rtype: int
+    start: int  # offset of the owner name
+    ttl_at: int  # offset of the TTL field (the OPT's extended rcode and flags)
+    end: int  # offset after the RDATA
+
+
+def _question(msg: bytes) -> tuple[int, tuple[bytes, ...]]:
+    """(offset after the question, lower-cased labels of its name); ValueError when malformed."""
+    labels = []
+    i = 12
+    while True:
+        if i >= len(msg):
+            raise ValueError("the question runs past the end")
+        length = msg[i]
+        if length == 0:
+            break
+        if length > 63:
+            raise ValueError("a label of the question is compressed or too long")
+        labels.append(msg[i + 1 : i + 1 + length].lower())
+        i += length + 1
+    if i - 12 > 255 or i + 5 > len(msg):
+        raise ValueError("the question is too long or cut short")
+    return i + 5, tuple(labels)
+
+
+def _records(msg: bytes, i: int) -> tuple[_Record, ...]:
+    """The resource records after the question, which ends at `i`; ValueError when malformed."""
+    an, ns, ar = struct.unpack_from("!HHH", msg, 6)
+    records = []
+    try:
+        for index in range(an + ns + ar):
+            start = i
+            while msg[i] and msg[i] & 0xC0 != 0xC0:  # the owner name, up to its end or a pointer
+                if msg[i] > 63:
+                    raise ValueError("bad label length")
+                i += msg[i] + 1
+            i += 2 if msg[i] else 1
+            rtype, _rclass, _ttl, rdlength = struct.unpack_from("!HHIH", msg, i)
+            section = 0 if index < an else 1 if index < an + ns else 2
+            records.append(_Record(section, rtype, start, i + 4, i + 10 + rdlength))
+            i += 10 + rdlength
+    except (IndexError, struct.error):
+        raise ValueError("a record runs past the end") from None
+    if i != len(msg):
+        raise ValueError("records don't end where the message does")
+    return tuple(records)
+
+
+def _opt(do: bool) -> bytes:
+    """Our OPT record (RFC 6891): root owner, our UDP size, version 0, the client's DO bit."""
+    return b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, 0, 0, 0x8000 if do else 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A client's query, read once: what routing, the cache and the reply need."""
+
+    wire: bytes
+    qend: int
+    labels: tuple[bytes, ...]
+    key: tuple[bytes, int, int, bool]  # (lower-cased name, type, class, DO)
+    edns: bool
+    udp_limit: int  # the largest UDP reply the client takes
+
+
+def _header_reply(query: bytes, rcode: int) -> bytes:
+    """A reply of only a header, for a query whose question can't be read."""
+    return query[0:2] + bytes((0x80 | (query[2] & 0x79), rcode | (query[3] & 0x10))) + b"\0" * 8
+
+
+def _read_query(query: bytes) -> _Query | bytes:
+    """The query, or the reply to give at once: b"" (nothing) for a response or a runt, NOTIMP for
+    an opcode other than QUERY, FORMERR for anything that doesn't parse."""
+    if len(query) < 12 or query[2] & 0x80:
+        return b""
+    if query[2] & 0x78:
+        return _header_reply(query, dns.rcode.NOTIMP)
+    try:
+        if query[4:6] != b"\x00\x01":
+            raise ValueError("not one question")
+        qend, labels = _question(query)
+        records = _records(query, qend)
+    except ValueError:
+        return _header_reply(query, dns.rcode.FORMERR)
+    opt = next((r for r in records if r.rtype == _OPT), None)
+    payload = flags = 0
+    if opt is not None:
+        (payload,) = struct.unpack_from("!H", query, opt.ttl_at - 2)
+        (flags,) = struct.unpack_from("!H", query, opt.ttl_at + 2)
+    udp_limit = max(PLAIN_UDP_LIMIT, min(payload, UDP_LIMIT)) if opt else PLAIN_UDP_LIMIT
+    qtype, qclass = struct.unpack_from("!HH", query, qend - 4)
+    key = (query[12 : qend - 4].lower(), qtype, qclass, bool(flags & 0x8000))
+    return _Query(query, qend, labels, key, opt is not None, udp_limit)
+
+
+def _error_reply(q: _Query, rcode: int) -> bytes:
+    """Our own reply with `rcode`: the question, RD and CD copied, RA set, an OPT if the query had one."""
+    head = q.wire[0:2] + bytes((0x80 | (q.wire[2] & 0x01), 0x80 | (q.wire[3] & 0x10) | rcode))
+    counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.edns else 0)
+    return head + counts + q.wire[12 : q.qend] + (_opt(q.key[3]) if q.edns else b"")
+
+
+def _fit(q: _Query, msg: bytes | bytearray, tcp: bool) -> bytes:
+    """`msg`, or over UDP when it is larger than the client takes: TC=1 with the question only."""
+    if tcp or len(msg) <= q.udp_limit:
+        return bytes(msg)
+    counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.edns else 0)
+    return (
+        q.wire[0:2]
+        + bytes((msg[2] | 0x02, msg[3]))
+        + counts
+        + q.wire[12 : q.qend]
+        + (_opt(q.key[3]) if q.edns else b"")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An upstream's reply that matched what we sent, with its records located."""
+
+    wire: bytes
+    qend: int  # 12 when the reply carries no question (an error answered with a bare header)
+    records: tuple[_Record, ...]
+
+    @property
+    def rcode(self) -> int:
+        return self.wire[3] & 0x0F
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.wire[2] & 0x02)
+
+
+def _match(ident: bytes, question: bytes, data: bytes) -> _Reply | None:
+    """`data` as the reply to our query with ID `ident` and lower-cased `question`, or None."""
+    if len(data) < 12 or data[0:2] != ident or not data[2] & 0x80 or data[2] & 0x78:
+        return None
+    try:
+        if data[4:6] == b"\x00\x01":
+            qend = _question(data)[0]
+            if data[12:qend].lower() != question:
+                return None
+        elif data[4:6] == b"\x00\x00" and data[3] & 0x0F:
+            qend = 12
+        else:
+            return None
+        return _Reply(data, qend, _records(data, qend))
+    except ValueError:
+        return None
+
+
+def _cache_ttl(reply: _Reply) -> int | None:
+    """How long to cache `reply` in seconds, or None when it must not be cached (see the module doc)."""
+    if reply.truncated or reply.qend == 12 or reply.rcode not in (_NOERROR, _NXDOMAIN):
+        return None
+    ttls = [struct.unpack_from("!I", reply.wire, r.ttl_at)[0] for r in reply.records if r.rtype != _OPT]
+    ttl = min(ttls, default=0)
+    if reply.rcode == _NOERROR and any(r.section == 0 for r in reply.records):
+        ttl = min(ttl, MAX_POSITIVE_TTL)
+    else:  # NXDOMAIN or NODATA (RFC 2308 section 5): only with a SOA, for min(its TTL, its MINIMUM)
+        soa = next((r for r in reply.records if r.section == 1 and r.rtype == _SOA), None)
+        if soa is None:
+            return None
+        (minimum,) = struct.unpack_from("!I", reply.wire, soa.end - 4)
+        ttl = min(ttl, minimum, MAX_NEGATIVE_TTL)
+    return ttl if ttl > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A cached upstream answer and where to patch it on the way out."""
+
+    wire: bytes
+    qend: int
+    ttl_at: tuple[int, ...]  # TTL fields of every record but the OPT
+    opt: tuple[int, int] | None  # the OPT record's span
+    stored: float
+    expires: float
+
+
+def _from_cache(q: _Query, entry: _Entry, elapsed: int) -> bytearray:
+    """The cached answer for this client: TTLs counted down, its ID, RD, CD, question and EDNS."""
+    msg = bytearray(entry.wire)
+    for at in entry.ttl_at:
+        (ttl,) = struct.unpack_from("!I", msg, at)
+        struct.pack_into("!I", msg, at, max(ttl - elapsed, 0))
+    (arcount,) = struct.unpack_from("!H", msg, 10)
+    if entry.opt is not None and not q.edns:
+        del msg[entry.opt[0] : entry.opt[1]]
+        struct.pack_into("!H", msg, 10, arcount - 1)
+    elif entry.opt is None and q.edns:
+        msg += _opt(q.key[3])
+        struct.pack_into("!H", msg, 10, arcount + 1)
+    msg[0:2] = q.wire[0:2]
+    msg[2] = (msg[2] & 0xFE) | (q.wire[2] & 0x01)
+    msg[3] = (msg[3] & 0xEF) | (q.wire[3] & 0x10)
+    msg[12 : entry.qend] = q.wire[12 : q.qend]
+    return msg
+
+
+# --- transports ------------------------------------------------------------------------------------
+
+_Accept = Callable[[bytes], "_Reply | None"]
+
+
+class _UDPReply(asyncio.DatagramProtocol):
+    """Waits on a connected UDP socket for the first datagram `accept` takes; ICMP errors fail it."""
+
+    def __init__(self, accept: _Accept, reply: asyncio.Future[_Reply]) -> None:
+        self.accept = accept
+        self.reply = reply
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if not self.reply.done():
+            reply = self.accept(data)
+            if reply is not None:
+                self.reply.set_result(reply)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc or ConnectionError("socket closed"))
+
+
+async def _udp(upstream: Upstream, message: bytes, accept: _Accept) -> _Reply:
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[_Reply] = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _UDPReply(accept, reply), remote_addr=(upstream.host, upstream.port)
+    )
+    try:
+        transport.sendto(message)
+        return await reply
+    finally:
+        transport.close()
+
+
+async def _tcp(upstream: Upstream, message: bytes, accept: _Accept) -> _Reply:
+    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+    try:
+        writer.write(struct.pack("!H", len(message)) + message)
+        while True:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+            reply = accept(await reader.readexactly(length))
+            if reply is not None:
+                return reply
+    finally:
+        writer.close()
+
+
+async def _exchange(upstream: Upstream, query: bytes, qend: int, tcp: bool) -> _Reply:
+    """Send `query` under a new random ID; the upstream's matching reply. Raises on any failure."""
+    ident = secrets.token_bytes(2)
+    question = query[12:qend].lower()
+
+    def accept(data: bytes) -> _Reply | None:
+        return _match(ident, question, data)
+
+    return await (_tcp if tcp else _udp)(upstream, ident + query[2:], accept)
+
+
+def _failure(exc: Exception, tcp: bool, budget: float) -> str:
+    proto = "TCP" if tcp else "UDP"
+    if isinstance(exc, TimeoutError):
+        return f"no reply over {proto} within {budget:.2g} s"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "closed the TCP connection before replying"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror.lower()} over {proto}"
+    return f"{type(exc).__name__} over {proto}: {exc}"
+
+
+# --- loops -----------------------------------------------------------------------------------------
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Loop(NamedTuple):
+    """An upstream dropped because it leads back to this clusterdns, and why."""
+
+    upstream: Upstream
+    reason: str
+
+
+def _ip(host: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(host or "::")
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _on_this_machine(ip: IPAddress) -> bool:
+    """Whether `ip` is an address of this machine: loopback, or one a socket can bind to."""
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
+
+
+def _loop_reason(upstream: Upstream, local: Sequence[tuple[IPAddress, int]]) -> str | None:
+    ip = _ip(upstream.host)
+    if ip is None:
+        return None
+    for host, port in local:
+        if port != upstream.port:
+            continue
+        if ip == host:
+            return f"it is an address clusterdns listens on ({upstream})"
+        if ip.is_unspecified:
+            return f"{ip} is this machine, where clusterdns listens on port {port}"
+        if host.is_unspecified and (host.version == 6 or ip.version == 4) and _on_this_machine(ip):
+            return f"clusterdns listens on {host} port {port}, which takes {ip}, an address of this machine"
+    return None
+
+
+def probe_reply(query: bytes) -> bytes:
+    """clusterdns's answer to a loop probe: HINFO "clusterdns" "loop", which tells the prober that its
+    query came back to clusterdns."""
+    reply = dns.message.make_response(dns.message.from_wire(query))
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.HINFO, '"clusterdns" "loop"')
+    rrset = reply.find_rrset(reply.answer, reply.question[0].name, dns.rdataclass.IN, dns.rdatatype.HINFO, create=True)
+    rrset.add(rdata, 0)
+    return reply.to_wire()
+
+
+def _is_probe_answer(reply: _Reply) -> bool:
+    try:
+        message = dns.message.from_wire(reply.wire)
+    except dns.exception.DNSException:
+        return False
+    return any(
+        rrset.rdtype == dns.rdatatype.HINFO and any(rd.cpu == _PROBE_MARK for rd in rrset) for rrset in message.answer
+    )
+
+
+# --- the forwarder ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ForwardStats:
+    """Counters for metrics (CoreDNS's forward and cache metrics); only ever increased, but for
+    `cache_entries`, which is the cache's current size."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # queries sent, by upstream "host:port"
+    responses: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (upstream, rcode text)
+    failures: Counter[str] = field(default_factory=Counter)  # queries that got no usable reply, by upstream
+    rejects: int = 0  # queries answered REFUSED because `max_inflight` were waiting
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_entries: int = 0
+
+
+@dataclass
+class _Health:
+    down: bool = False
+    retry_at: float = 0.0  # loop time after which a down upstream is tried in its place again
+
+
+class Forwarder:
+    """Forwards queries to upstream resolvers and caches their answers (see the module doc)."""
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        stub_domains: Mapping[str, Sequence[Upstream]] = _NO_STUBS,
+        *,
+        timeout: float = 2.0,
+        attempts: int = 2,
+        max_inflight: int = 1000,
+        cache_entries: int = 10000,
+        clock: Callable[[], float] = time.monotonic,
+        local: Iterable[tuple[str, int]] = (),
+    ) -> None:
+        if timeout <= 0 or attempts < 1 or max_inflight < 1 or cache_entries < 0:
+            raise ValueError("timeout must be > 0, attempts and max_inflight >= 1, cache_entries >= 0")
+        self.timeout = timeout
+        self.attempts = attempts
+        self.max_inflight = max_inflight
+        self.cache_entries = cache_entries
+        self.stats = ForwardStats()
+        self.loops: list[Loop] = []  # upstreams dropped because they lead back to us, and why
+        self._clock = clock
+        self._token = secrets.token_hex(4).encode()
+        self._cache: dict[tuple[bytes, int, int, bool], _Entry] = {}
+        self._health: dict[Upstream, _Health] = {}
+        self._inflight = 0
+        addresses = [(ip, port) for host, port in local if (ip := _ip(host)) is not None]
+        stubs: dict[tuple[bytes, ...], list[Upstream]] = {}
+        for domain, targets in stub_domains.items():
+            try:
+                name = dns.name.from_text(domain).canonicalize()
+            except dns.exception.DNSException as exc:
+                raise ValueError(f"stub domain {domain!r}: {exc}") from None
+            stubs[name.labels[:-1]] = list(targets)
+        self.upstreams: list[Upstream] = list(upstreams)
+        self._stubs = stubs
+        for upstream in dict.fromkeys([*self.upstreams, *(u for targets in stubs.values() for u in targets)]):
+            reason = _loop_reason(upstream, addresses)
+            if reason is not None:
+                self._drop(upstream, reason)
+        if not self.upstreams:
+            log.warning("no upstream resolver: names outside clusterdns's zones will get SERVFAIL")
+
+    @property
+    def stub_domains(self) -> dict[str, list[Upstream]]:
+        """The stub domains in text form ("consul.") with their upstreams."""
+        return {".".join(label.decode("latin-1") for label in (*k, b"")) or ".": v for k, v in self._stubs.items()}
+
+    async def forward(self, query: bytes, tcp: bool = False) -> bytes:
+        """The reply to a client's query: from the cache or an upstream, SERVFAIL when none answers
+        within timeout x attempts. Never raises (but for cancellation); b"" only for a message that
+        is no query (a response, or shorter than a header), which gets no reply."""
+        try:
+            return await self._forward(query, tcp)
+        except Exception:
+            log.exception("forwarding failed; replying SERVFAIL to query %s", query.hex())
+            return _header_reply(query, dns.rcode.SERVFAIL) if len(query) >= 12 and not query[2] & 0x80 else b""
+
+    async def _forward(self, query: bytes, tcp: bool) -> bytes:
+        q = _read_query(query)
+        if isinstance(q, bytes):
+            return q
+        if self._is_own_probe(q.labels):
+            return probe_reply(query)
+        entry = self._cache.get(q.key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.expires:
+                self.stats.cache_hits += 1
+                return _fit(q, _from_cache(q, entry, int(now - entry.stored)), tcp)
+            del self._cache[q.key]
+            self.stats.cache_entries = len(self._cache)
+        self.stats.cache_misses += 1
+        if self._inflight >= self.max_inflight:
+            self.stats.rejects += 1
+            return _error_reply(q, dns.rcode.REFUSED)
+        self._inflight += 1
+        try:
+            reply = await self._resolve(q, self._route(q.labels), tcp)
+        finally:
+            self._inflight -= 1
+        if reply is None:
+            return _error_reply(q, dns.rcode.SERVFAIL)
+        if reply.qend == 12:
+            return _error_reply(q, reply.rcode)
+        self._store(q.key, reply)
+        return _fit(q, q.wire[0:2] + reply.wire[2:12] + q.wire[12 : q.qend] + reply.wire[reply.qend :], tcp)
+
+    def _route(self, labels: tuple[bytes, ...]) -> list[Upstream]:
+        """The upstreams of the longest stub domain holding the name, else the default ones."""
+        for i in range(len(labels) + 1):
+            targets = self._stubs.get(labels[i:])
+            if targets is not None:
+                return targets
+        return self.upstreams
+
+    async def _resolve(self, q: _Query, upstreams: list[Upstream], tcp: bool) -> _Reply | None:
+        """The best reply from `upstreams` in order with failover, None when none replied in time."""
+        if not upstreams:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout * self.attempts
+        share = self.timeout / len(upstreams)
+        fallback: _Reply | None = None  # an answer to give if no upstream does better
+        for _ in range(self.attempts):
+            for upstream in self._order(upstreams):
+                reply = await self._ask(upstream, q, tcp, min(share, deadline - loop.time()))
+                if reply is not None and reply.truncated and not tcp:
+                    fallback = reply
+                    reply = await self._ask(upstream, q, True, min(share, deadline - loop.time()))
+                if reply is None:
+                    continue
+                if reply.rcode in _TRY_NEXT:
+                    fallback = reply
+                    continue
+                return reply
+            if fallback is not None:
+                return fallback
+        return fallback
+
+    async def _ask(self, upstream: Upstream, q: _Query, tcp: bool, budget: float) -> _Reply | None:
+        """One query to one upstream, counted and logged on a change of the upstream's state."""
+        if budget <= 0:
+            return None
+        name = str(upstream)
+        self.stats.requests[name] += 1
+        try:
+            async with asyncio.timeout(budget):
+                reply = await _exchange(upstream, q.wire, q.qend, tcp)
+        except Exception as exc:
+            self.stats.failures[name] += 1
+            self._set_health(upstream, _failure(exc, tcp, budget))
+            return None
+        self._set_health(upstream, None)
+        self.stats.responses[(name, dns.rcode.to_text(dns.rcode.Rcode(reply.rcode)))] += 1
+        return reply
+
+    def _order(self, upstreams: list[Upstream]) -> list[Upstream]:
+        """`upstreams` in order, those that failed in the last DOWN_RETRY seconds moved to the end."""
+        now = asyncio.get_running_loop().time()
+        ready = [u for u in upstreams if u not in self._health or self._health[u].retry_at <= now]
+        return ready + [u for u in upstreams if u not in ready]
+
+    def _set_health(self, upstream: Upstream, failure: str | None) -> None:
+        health = self._health.setdefault(upstream, _Health())
+        if failure is None:
+            if health.down:
+                log.info("upstream %s answers again", upstream)
+            health.down, health.retry_at = False, 0.0
+            return
+        if not health.down:
+            log.warning("upstream %s: %s; asking the other upstreams first", upstream, failure)
+        health.down, health.retry_at = True, asyncio.get_running_loop().time() + DOWN_RETRY
+
+    def _store(self, key: tuple[bytes, int, int, bool], reply: _Reply) -> None:
+        ttl = _cache_ttl(reply)
+        if ttl is None or self.cache_entries == 0:
+            return
+        cache = self._cache
+        cache.pop(key, None)
+        while len(cache) >= self.cache_entries:
+            del cache[next(iter(cache))]  # dicts keep insertion order: the oldest stored goes
+        opt = next(((r.start, r.end) for r in reply.records if r.rtype == _OPT), None)
+        ttl_at = tuple(r.ttl_at for r in reply.records if r.rtype != _OPT)
+        now = self._clock()
+        cache[key] = _Entry(reply.wire, reply.qend, ttl_at, opt, now, now + ttl)
+        self.stats.cache_entries = len(cache)
+
+    # --- loops ---------------------------------------------------------------------------------------
+
+    def is_probe(self, qname: str | dns.name.Name) -> bool:
+        """Whether `qname` is a loop probe this Forwarder (or a process forked from it) sent."""
+        try:
+            name = dns.name.from_text(qname) if isinstance(qname, str) else qname
+        except dns.exception.DNSException:
+            return False
+        return self._is_own_probe(tuple(label.lower() for label in name.labels if label))
+
+    def _is_own_probe(self, labels: tuple[bytes, ...]) -> bool:
+        return len(labels) == 3 and labels[2] == _PROBE_LABEL and labels[1] == self._token
+
+    async def probe(self) -> list[Upstream]:
+        """Send a loop probe to every upstream at once; drop those whose probe came back to us
+        (see the module doc) and return them. Waits at most `timeout`."""
+        upstreams = list(dict.fromkeys([*self.upstreams, *(u for targets in self._stubs.values() for u in targets)]))
+        answers = await asyncio.gather(*(self._probe(upstream) for upstream in upstreams))
+        looping = [upstream for upstream, looped in zip(upstreams, answers, strict=True) if looped]
+        for upstream in looping:
+            self._drop(upstream, "a loop probe sent to it came back to this clusterdns")
+        return looping
+
+    async def _probe(self, upstream: Upstream) -> bool:
+        name = dns.name.Name((secrets.token_hex(6).encode(), self._token, _PROBE_LABEL, b""))
+        query = dns.message.make_query(name, dns.rdatatype.HINFO).to_wire()
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await _exchange(upstream, query, _question(query)[0], tcp=False)
+        except Exception:
+            return False
+        return _is_probe_answer(reply)
+
+    def _drop(self, upstream: Upstream, reason: str) -> None:
+        log.warning("upstream %s dropped: %s (a forwarding loop)", upstream, reason)
+        self.loops.append(Loop(upstream, reason))
+        self.upstreams = [u for u in self.upstreams if u != upstream]
+        self._stubs = {domain: [u for u in targets if u != upstream] for domain, targets in self._stubs.items()}
