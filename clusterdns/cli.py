@@ -26,7 +26,7 @@ from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
-from clusterdns.registry import Config, ConfigError, Registry
+from clusterdns.registry import Config, ConfigError, Registry, builtin_services
 from clusterdns.server import BindError, DNSServer, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, open_store
 
@@ -125,9 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", "-n", default="default", metavar="NS", help="the pod's namespace (default: default)")
     p.add_argument(
         "--nameserver",
-        default="10.0.0.10",
         metavar="IP",
-        help="the cluster DNS address (default 10.0.0.10, kube-dns' cluster IP)",
+        help="the cluster DNS address (default: kube-dns' cluster IP, the tenth of --service-cidr)",
     )
 
     p = command("describe", "show one service in detail, as kubectl describe does")
@@ -285,18 +284,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_resolv_conf(args: argparse.Namespace) -> int:
     """kubelet's ClusterFirst resolv.conf: the cluster DNS, the namespace's search list, ndots:5."""
-    try:
-        ipaddress.ip_address(args.nameserver)
-    except ValueError:
-        raise UsageError(f"--nameserver: must be an IP address, got {args.nameserver!r}") from None
     problem = dns1123_label_error(args.namespace)
     if problem:
         raise UsageError(f"--namespace: {problem}")
     try:
-        domain = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr).domain
+        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    print(f"nameserver {args.nameserver}")
+    domain = config.domain
+    nameserver = args.nameserver or builtin_services(config.service_cidrs)[1].cluster_ips[0]
+    try:
+        ipaddress.ip_address(nameserver)
+    except ValueError:
+        raise UsageError(f"--nameserver: must be an IP address, got {nameserver!r}") from None
+    print(f"nameserver {nameserver}")
     print(f"search {args.namespace}.svc.{domain} svc.{domain} {domain}")
     print("options ndots:5")
     return 0

@@ -1,10 +1,11 @@
 """Shared helpers for the DNS tests: a real server on a loopback port, queries over real sockets, and every
 reply decoded by both dnspython and dnslib, which must agree.
 
-`start_dns(files, ...)` (a fixture, and `Servers` for wider scopes) writes manifests into `<dir>/zones`,
+`with servers(tmp_dir) as pool: pool.start(files, ...)` writes manifests into `<tmp_dir>/run<n>/zones`,
 loads them as `clusterdns serve` does, and runs `clusterdns.server.serve` in a thread with its own event
-loop; the test gets a `DNS(host, port)`. Expected records are written as zone-file lines and compared
-after both sides are put in dnspython's text form.
+loop until the block ends; the test gets a `DNS(host, port)`. Test modules make their fixtures from it,
+at the scope they need. Expected records are written as zone-file lines and compared after both sides
+are put in dnspython's text form.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +29,6 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dnslib
-import pytest
 from conftest import write_files
 
 from clusterdns.allocate import Store
@@ -40,7 +40,6 @@ from clusterdns.zones import Zones
 
 SERIAL = 1_700_000_000
 TIMEOUT = 2.0  # seconds to wait for a reply that should come
-SILENCE = 0.5  # seconds of silence that count as "dropped"
 
 # --- decoding: dnspython and dnslib must agree --------------------------------------------------------
 
@@ -114,6 +113,12 @@ def decode(wire: bytes) -> dns.message.Message:
     return msg
 
 
+def received(wire: bytes) -> bytes:
+    """Every reply the suite receives passes here: decoded by both libraries, which must agree."""
+    decode(wire)
+    return wire
+
+
 # --- expected records as zone-file lines ---------------------------------------------------------------
 
 
@@ -184,8 +189,8 @@ class DNS(NamedTuple):
     port: int
 
     def exchange(self, wire: bytes, tcp: bool = False, timeout: float = TIMEOUT) -> bytes | None:
-        """Send one message and return the raw reply; None when a UDP reply did not come in `timeout`
-        or the TCP connection was closed without a reply."""
+        """Send one message and return the raw reply, checked by `received`; None when a UDP reply did
+        not come in `timeout` or the TCP connection was closed without a reply."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         if tcp:
             with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
@@ -195,7 +200,7 @@ class DNS(NamedTuple):
             sock.settimeout(timeout)
             sock.sendto(wire, (self.host, self.port))
             try:
-                return sock.recv(65535)
+                return received(sock.recv(65535))
             except TimeoutError:
                 return None
 
@@ -248,14 +253,15 @@ def make_query(
 
 
 def read_framed(sock: socket.socket) -> bytes | None:
-    """One length-prefixed DNS message from a TCP socket; None at a clean end of stream."""
+    """One length-prefixed DNS message from a TCP socket, checked by `received`; None at a clean end of
+    stream."""
     head = _read_exactly(sock, 2)
     if head is None:
         return None
     (length,) = struct.unpack("!H", head)
     body = _read_exactly(sock, length)
     assert body is not None, "connection closed in the middle of a message"
-    return body
+    return received(body)
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
@@ -269,10 +275,188 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
     return buf
 
 
+# --- the test cluster ---------------------------------------------------------------------------------
+
+CLUSTER_CONFIG = Config(
+    service_cidrs=("10.0.0.0/16", "fd00:10:96::/112"), pod_cidrs=("10.244.0.0/16", "fd00:10:244::/64")
+)
+
+
+def pod(name: str, ip: str, labels: str, ready: bool = True, spec: str = "") -> str:
+    """A Pod document with a stated IP and Ready condition; `spec` adds `{hostname: .., subdomain: ..}` keys."""
+    status = "True" if ready else "False"
+    return f"""
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}, labels: {{{labels}}}}}
+        spec: {{{spec}{", " if spec else ""}containers: [{{name: c}}]}}
+        status:
+          podIP: {ip}
+          conditions: [{{type: Ready, status: "{status}"}}]
+        """
+
+
+SERVICES = """
+    apiVersion: v1
+    kind: Namespace
+    metadata: {name: team}
+    ---
+    # ClusterIP, two named ports; two ready Pods and one not ready behind it.
+    apiVersion: v1
+    kind: Service
+    metadata: {name: my-nginx}
+    spec:
+      clusterIP: 10.0.0.50
+      selector: {run: my-nginx}
+      ports:
+      - {name: http, port: 80, targetPort: 8080}
+      - {name: https, port: 443, targetPort: 8443}
+    ---
+    # A second Service selecting the same Pods: their IPs get one PTR per Service.
+    apiVersion: v1
+    kind: Service
+    metadata: {name: metrics}
+    spec:
+      clusterIP: 10.0.0.51
+      selector: {run: my-nginx}
+      ports:
+      - {name: metrics, port: 9100}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: unnamed}
+    spec:
+      clusterIP: 10.0.0.52
+      ports:
+      - {port: 8000}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: dual}
+    spec:
+      ipFamilyPolicy: RequireDualStack
+      ipFamilies: [IPv4, IPv6]
+      clusterIPs: [10.0.0.60, "fd00:10:96::60"]
+      ports:
+      - {name: http, port: 80}
+    ---
+    # Headless, StatefulSet style: the Pods' hostnames name the endpoints.
+    apiVersion: v1
+    kind: Service
+    metadata: {name: nginx}
+    spec:
+      clusterIP: None
+      selector: {app: nginx}
+      ports:
+      - {name: web, port: 80}
+    ---
+    # Headless without hostnames: endpoints are named by their dashed IPs; ports map to other numbers.
+    apiVersion: v1
+    kind: Service
+    metadata: {name: hdls}
+    spec:
+      clusterIP: None
+      selector: {app: hdls}
+      ports:
+      - {name: http, port: 80, targetPort: 8080}
+      - {name: metrics, port: 9000, targetPort: 9100}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: empty}
+    spec:
+      clusterIP: None
+      selector: {app: empty}
+      ports:
+      - {name: http, port: 80}
+    ---
+    # Headless with IPv6 endpoints from an EndpointSlice.
+    apiVersion: v1
+    kind: Service
+    metadata: {name: v6}
+    spec:
+      clusterIP: None
+      ports:
+      - {name: http, port: 80, targetPort: 8080}
+    ---
+    apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata:
+      name: v6-abcde
+      labels: {kubernetes.io/service-name: v6}
+    addressType: IPv6
+    ports:
+    - {name: http, port: 8080, protocol: TCP}
+    endpoints:
+    - addresses: ["fd00::1"]
+    - addresses: ["2001:db8::"]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: ext}
+    spec:
+      type: ExternalName
+      externalName: my.database.example.com
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: alias}
+    spec:
+      type: ExternalName
+      externalName: my-nginx.default.svc.cluster.local
+    """
+
+PODS = "".join(
+    (
+        pod("nginx-a", "10.244.1.5", "run: my-nginx"),
+        pod("nginx-b", "10.244.1.6", "run: my-nginx"),
+        pod("nginx-c", "10.244.1.7", "run: my-nginx", ready=False),
+        pod("web-0", "10.244.2.10", "app: nginx", spec="hostname: web-0, subdomain: nginx"),
+        pod("web-1", "10.244.2.11", "app: nginx", spec="hostname: web-1, subdomain: nginx"),
+        pod("h1", "10.244.3.1", "app: hdls"),
+        pod("h2", "10.244.3.2", "app: hdls"),
+        pod("h3", "10.244.3.3", "app: hdls"),
+        pod("h4", "10.244.3.4", "app: hdls", ready=False),
+        pod("e1", "10.244.4.1", "app: empty", ready=False),
+    )
+)
+
+
+def slice_of(name: str, first: int, count: int) -> str:
+    """A headless selectorless Service with `count` ready endpoints 10.244.<first>.1.. in one EndpointSlice."""
+    addresses = "\n".join(f"        - addresses: [10.244.{first}.{i}]" for i in range(1, count + 1))
+    return f"""
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}}}
+        spec:
+          clusterIP: None
+          ports:
+          - {{name: http, port: 80, targetPort: 8080}}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: {name}-abcde
+          labels: {{kubernetes.io/service-name: {name}}}
+        addressType: IPv4
+        ports:
+        - {{name: http, port: 8080, protocol: TCP}}
+        endpoints:
+{addresses}
+        """
+
+
+# The cluster most DNS tests ask about; `big` has 100 endpoints, an A answer of about 1,650 bytes.
+CLUSTER = {"services.yaml": SERVICES, "pods.yaml": PODS, "big.yaml": slice_of("big", 5, 100)}
+
+
 # --- running a server ---------------------------------------------------------------------------------
 
 
-class _Thread:
+class ServerThread:
     """`serve()` run in a thread with its own event loop until `stop()`."""
 
     def __init__(self, responder: Responder, host: str, port: int) -> None:
@@ -307,6 +491,8 @@ class _Thread:
             self.loop.call_soon_threadsafe(self.done.set)
         self.thread.join(10)
         assert not self.thread.is_alive(), "the DNS server did not stop"
+        if self.error is not None:
+            raise self.error
 
 
 def load_zone(zones: Path, config: Config, ttl: int = 5, pods: str = "insecure", serial: int = SERIAL) -> Zone:
@@ -327,7 +513,7 @@ class Servers:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.running: list[_Thread] = []
+        self.running: list[ServerThread] = []
         self.count = 0
 
     def start(
@@ -346,9 +532,10 @@ class Servers:
         zones.mkdir(parents=True)
         write_files(zones, files)
         zone = load_zone(zones, config or Config(), ttl=ttl, pods=pods, serial=serial)
-        thread = _Thread(Responder(zone), host, port)
+        thread = ServerThread(Responder(zone), host, port)
+        address = thread.start()
         self.running.append(thread)
-        return thread.start()
+        return address
 
     def close(self) -> None:
         failures = 0
@@ -359,9 +546,6 @@ class Servers:
         assert failures == 0, "the server hit an unexpected failure while answering (see the log)"
 
 
-StartDNS = Callable[..., DNS]
-
-
 @contextlib.contextmanager
 def servers(root: Path) -> Iterator[Servers]:
     pool = Servers(root)
@@ -369,11 +553,3 @@ def servers(root: Path) -> Iterator[Servers]:
         yield pool
     finally:
         pool.close()
-
-
-@pytest.fixture
-def start_dns(tmp_path: Path) -> Iterator[StartDNS]:
-    """`start_dns(files, config=, ttl=, pods=, serial=, host=, port=) -> DNS(host, port)`: the manifests
-    written into `tmp_path/.../zones`, loaded, and served on a loopback port until the test ends."""
-    with servers(tmp_path) as pool:
-        yield pool.start

@@ -16,38 +16,22 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
-from dns_helpers import DNS, TIMEOUT, StartDNS, decode, make_query, read_framed, servers, start_dns
+from dns_helpers import (
+    DNS,
+    TIMEOUT,
+    ServerThread,
+    decode,
+    load_zone,
+    make_query,
+    read_framed,
+    received,
+    servers,
+    slice_of,
+)
 
 import clusterdns.server
-
-__all__ = ["start_dns"]  # the fixture, imported for pytest
-
-
-def slice_of(name: str, first: int, count: int) -> str:
-    """A headless selectorless Service with `count` ready endpoints 10.244.<first>.1.. in one EndpointSlice."""
-    addresses = "\n".join(f"        - addresses: [10.244.{first}.{i}]" for i in range(1, count + 1))
-    return f"""
-        ---
-        apiVersion: v1
-        kind: Service
-        metadata: {{name: {name}}}
-        spec:
-          clusterIP: None
-          ports:
-          - {{name: http, port: 80, targetPort: 8080}}
-        ---
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata:
-          name: {name}-abcde
-          labels: {{kubernetes.io/service-name: {name}}}
-        addressType: IPv4
-        ports:
-        - {{name: http, port: 8080, protocol: TCP}}
-        endpoints:
-{addresses}
-        """
-
+from clusterdns.registry import Config
+from clusterdns.respond import Responder
 
 FILES = {
     "services.yaml": """
@@ -105,17 +89,15 @@ class UDPClient:
         self.sock.send(wire)
 
     def recv(self) -> bytes:
-        return self.sock.recv(65535)
+        return received(self.sock.recv(65535))
 
     def dropped(self, wire: bytes) -> bool:
         """Send `wire`, then a valid query: True when the first datagram back answers the valid query."""
         self.send(wire)
         probe = make_query(NGINX, "A", edns=False)
-        probe.id = 4242 if wire[:2] != b"\x10\x92" else 4243
+        probe.id = 4243 if wire[:2] == struct.pack("!H", 4242) else 4242
         self.send(probe.to_wire())
-        reply = self.recv()
-        decode(reply)
-        return header(reply)[0] == probe.id and reply != wire
+        return header(self.recv())[0] == probe.id
 
     def close(self) -> None:
         self.sock.close()
@@ -408,9 +390,7 @@ def test_short_packet_dropped(udp: UDPClient, length: int) -> None:
     assert udp.dropped(raw()[:length])
 
 
-@pytest.mark.parametrize(
-    "opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.NOTIFY, dns.opcode.UPDATE, 3, 15]
-)
+@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.NOTIFY, dns.opcode.UPDATE, 3, 15])
 def test_other_opcodes_notimp(udp: UDPClient, opcode: int) -> None:
     """An opcode other than QUERY gets NOTIMP with the opcode kept and every flag clear."""
     query = raw(flags=(opcode << 11) | RD | CD | AD | Z | AA | TC)
@@ -520,13 +500,36 @@ def test_survives_fuzz(server: DNS, udp: UDPClient) -> None:
     assert_still_answering(server)
 
 
+def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure inside the handler is answered SERVFAIL with RD and CD copied, logged once with the query,
+    and the server goes on answering, over UDP and TCP."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone = load_zone(zones, Config())
+
+    def broken(labels: tuple[str, ...], qtype: int, depth: int = 0) -> None:
+        raise RuntimeError("injected failure")
+
+    zone.lookup = broken  # type: ignore[method-assign,assignment]
+    thread = ServerThread(Responder(zone), "127.0.0.1", 0)
+    server = thread.start()
+    try:
+        sent = []
+        for tcp in (False, True, False):
+            q = make_query(NGINX, "A", edns=False, rd=True, cd=True)
+            sent.append(q.to_wire().hex())
+            reply = server.exchange(q.to_wire(), tcp=tcp)
+            assert reply is not None
+            msg = decode(reply)
+            assert (msg.id, msg.rcode()) == (q.id, dns.rcode.SERVFAIL)
+            assert header(reply)[1] & (QR | RD | CD) == QR | RD | CD
+        assert thread.server is not None and thread.server.failures == 3
+        logged = [r.getMessage() for r in caplog.records if r.name == "clusterdns.server"]
+        assert logged == [f"answering failed; replying SERVFAIL to query {h}" for h in sent]
+    finally:
+        thread.stop()
+
+
 def test_still_answering_after_all(server: DNS) -> None:
     """After every bad packet of this module a valid query over UDP and over TCP is answered."""
     assert_still_answering(server)
-
-
-def test_start_dns_fixture(start_dns: StartDNS) -> None:
-    """The per-test server fixture: a fresh zone on its own port answers from its own manifests."""
-    server = start_dns({"a.yaml": "kind: Service\nmetadata: {name: solo}\nspec: {clusterIP: 10.0.9.9, ports: [{port: 1}]}\n"})
-    msg = server.query("solo.default.svc.cluster.local.", "A")
-    assert [rd.to_text() for rrset in msg.answer for rd in rrset] == ["10.0.9.9"]

@@ -10,164 +10,20 @@ from pathlib import Path
 import dns.flags
 import dns.rcode
 import pytest
-from dns_helpers import DNS, SERIAL, check, lines, servers, zone_line
-
-from clusterdns.registry import Config
+from dns_helpers import CLUSTER, CLUSTER_CONFIG, DNS, SERIAL, check, lines, servers, zone_line
 
 NOERROR, NXDOMAIN, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.REFUSED
-CONFIG = Config(service_cidrs=("10.0.0.0/16", "fd00:10:96::/112"), pod_cidrs=("10.244.0.0/16", "fd00:10:244::/64"))
 SOA = f"cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. {SERIAL} 7200 1800 86400 5"
 REVERSE_SOA = f"in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. {SERIAL} 7200 1800 86400 5"
-
-
-def pod(name: str, ip: str, labels: str, ready: bool = True, spec: str = "") -> str:
-    """A Pod document with a stated IP and Ready condition; `spec` adds `{hostname: .., subdomain: ..}` keys."""
-    status = "True" if ready else "False"
-    return f"""
-        ---
-        apiVersion: v1
-        kind: Pod
-        metadata: {{name: {name}, labels: {{{labels}}}}}
-        spec: {{{spec}{", " if spec else ""}containers: [{{name: c}}]}}
-        status:
-          podIP: {ip}
-          conditions: [{{type: Ready, status: "{status}"}}]
-        """
-
-
-SERVICES = """
-    apiVersion: v1
-    kind: Namespace
-    metadata: {name: team}
-    ---
-    # ClusterIP, two named ports; two ready Pods and one not ready behind it.
-    apiVersion: v1
-    kind: Service
-    metadata: {name: my-nginx}
-    spec:
-      clusterIP: 10.0.0.50
-      selector: {run: my-nginx}
-      ports:
-      - {name: http, port: 80, targetPort: 8080}
-      - {name: https, port: 443, targetPort: 8443}
-    ---
-    # A second Service selecting the same Pods: their IPs get one PTR per Service.
-    apiVersion: v1
-    kind: Service
-    metadata: {name: metrics}
-    spec:
-      clusterIP: 10.0.0.51
-      selector: {run: my-nginx}
-      ports:
-      - {name: metrics, port: 9100}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: unnamed}
-    spec:
-      clusterIP: 10.0.0.52
-      ports:
-      - {port: 8000}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: dual}
-    spec:
-      ipFamilyPolicy: RequireDualStack
-      ipFamilies: [IPv4, IPv6]
-      clusterIPs: [10.0.0.60, "fd00:10:96::60"]
-      ports:
-      - {name: http, port: 80}
-    ---
-    # Headless, StatefulSet style: the Pods' hostnames name the endpoints.
-    apiVersion: v1
-    kind: Service
-    metadata: {name: nginx}
-    spec:
-      clusterIP: None
-      selector: {app: nginx}
-      ports:
-      - {name: web, port: 80}
-    ---
-    # Headless without hostnames: endpoints are named by their dashed IPs; ports map to other numbers.
-    apiVersion: v1
-    kind: Service
-    metadata: {name: hdls}
-    spec:
-      clusterIP: None
-      selector: {app: hdls}
-      ports:
-      - {name: http, port: 80, targetPort: 8080}
-      - {name: metrics, port: 9000, targetPort: 9100}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: empty}
-    spec:
-      clusterIP: None
-      selector: {app: empty}
-      ports:
-      - {name: http, port: 80}
-    ---
-    # Headless with IPv6 endpoints from an EndpointSlice.
-    apiVersion: v1
-    kind: Service
-    metadata: {name: v6}
-    spec:
-      clusterIP: None
-      ports:
-      - {name: http, port: 80, targetPort: 8080}
-    ---
-    apiVersion: discovery.k8s.io/v1
-    kind: EndpointSlice
-    metadata:
-      name: v6-abcde
-      labels: {kubernetes.io/service-name: v6}
-    addressType: IPv6
-    ports:
-    - {name: http, port: 8080, protocol: TCP}
-    endpoints:
-    - addresses: ["fd00::1"]
-    - addresses: ["2001:db8::"]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: ext}
-    spec:
-      type: ExternalName
-      externalName: my.database.example.com
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: alias}
-    spec:
-      type: ExternalName
-      externalName: my-nginx.default.svc.cluster.local
-    """
-
-PODS = "".join(
-    (
-        pod("nginx-a", "10.244.1.5", "run: my-nginx"),
-        pod("nginx-b", "10.244.1.6", "run: my-nginx"),
-        pod("nginx-c", "10.244.1.7", "run: my-nginx", ready=False),
-        pod("web-0", "10.244.2.10", "app: nginx", spec="hostname: web-0, subdomain: nginx"),
-        pod("web-1", "10.244.2.11", "app: nginx", spec="hostname: web-1, subdomain: nginx"),
-        pod("h1", "10.244.3.1", "app: hdls"),
-        pod("h2", "10.244.3.2", "app: hdls"),
-        pod("h3", "10.244.3.3", "app: hdls"),
-        pod("h4", "10.244.3.4", "app: hdls", ready=False),
-        pod("e1", "10.244.4.1", "app: empty", ready=False),
-    )
-)
-
-FILES = {"services.yaml": SERVICES, "pods.yaml": PODS}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DNS]]:
     """One server per `--pods` mode over the same manifests, for the whole module."""
     with servers(Path(tmp_path_factory.mktemp("dns-records"))) as pool:
-        yield {mode: pool.start(FILES, config=CONFIG, pods=mode) for mode in ("insecure", "verified", "disabled")}
+        yield {
+            mode: pool.start(CLUSTER, config=CLUSTER_CONFIG, pods=mode) for mode in ("insecure", "verified", "disabled")
+        }
 
 
 def case(
@@ -207,7 +63,9 @@ RECORDS = [
         NOERROR,
         ["dual.default.svc.cluster.local. 5 IN AAAA fd00:10:96::60"],
     ),
-    case("kubernetes.default.svc.cluster.local.", "A", NOERROR, ["kubernetes.default.svc.cluster.local. 5 IN A 10.0.0.1"]),
+    case(
+        "kubernetes.default.svc.cluster.local.", "A", NOERROR, ["kubernetes.default.svc.cluster.local. 5 IN A 10.0.0.1"]
+    ),
     nodata(NGINX, "TXT"),
     nodata(NGINX, "CNAME", id="CNAME of a ClusterIP service is NODATA"),
     # --- headless services (spec 2.4.1): one record per ready endpoint ---
@@ -331,11 +189,7 @@ RECORDS = [
         HDLS,
         "SRV",
         NOERROR,
-        [
-            f"{HDLS} 5 IN SRV 0 16 {port} 10-244-3-{i}.{HDLS}"
-            for i in (1, 2, 3)
-            for port in (8080, 9100)
-        ],
+        [f"{HDLS} 5 IN SRV 0 16 {port} 10-244-3-{i}.{HDLS}" for i in (1, 2, 3) for port in (8080, 9100)],
         additional=[f"10-244-3-{i}.{HDLS} 5 IN A 10.244.3.{i}" for i in (1, 2, 3)],
         id="headless bare SRV: 3 endpoints x 2 ports weigh 16",
     ),
@@ -366,7 +220,10 @@ RECORDS = [
         "alias.default.svc.cluster.local.",
         "A",
         NOERROR,
-        ["alias.default.svc.cluster.local. 5 IN CNAME my-nginx.default.svc.cluster.local.", f"{NGINX} 5 IN A 10.0.0.50"],
+        [
+            "alias.default.svc.cluster.local. 5 IN CNAME my-nginx.default.svc.cluster.local.",
+            f"{NGINX} 5 IN A 10.0.0.50",
+        ],
         id="ExternalName inside the zone: CNAME and the target's A",
     ),
     nxdomain("x.ext.default.svc.cluster.local.", id="a name under an ExternalName"),
@@ -512,9 +369,7 @@ POD_CASES = [
     ("mode", "qname", "qtype", "rcode", "addresses"),
     [pytest.param(*c, id=f"{c[0]} {c[1]} {c[2]}") for c in POD_CASES],
 )
-def test_pods(
-    cluster: dict[str, DNS], mode: str, qname: str, qtype: str, rcode: int, addresses: list[str]
-) -> None:
+def test_pods(cluster: dict[str, DNS], mode: str, qname: str, qtype: str, rcode: int, addresses: list[str]) -> None:
     """Pod names per --pods: insecure any IP in an existing namespace, verified only a Pod's IP, disabled none."""
     msg = cluster[mode].query(qname, qtype)
     answer = [f"{qname} 5 IN {qtype} {ip}" for ip in addresses]
