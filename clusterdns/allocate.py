@@ -23,7 +23,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 NODE_PORT_RANGE = (30000, 32767)
 
@@ -40,8 +40,9 @@ class Space(Protocol):
         """Values to try, in order, for an owner without a wish."""
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
+    """A request for one value of a pool (a NamedTuple: a big zone makes 100,000s of them)."""
+
     owner: str  # unique within its pool, e.g. "default/web IPv4"
     space: Space
     wish: str | None = None  # an explicit value from the manifest

@@ -446,7 +446,7 @@ def _failure(exc: Exception, tcp: bool, budget: float) -> str:
 
 # --- loops -----------------------------------------------------------------------------------------
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Loop(NamedTuple):
@@ -456,7 +456,7 @@ class Loop(NamedTuple):
     reason: str
 
 
-def _ip(host: str) -> IPAddress | None:
+def _ip(host: str) -> _IPAddress | None:
     try:
         ip = ipaddress.ip_address(host or "::")
     except ValueError:
@@ -466,7 +466,7 @@ def _ip(host: str) -> IPAddress | None:
     return ip
 
 
-def _on_this_machine(ip: IPAddress) -> bool:
+def _on_this_machine(ip: _IPAddress) -> bool:
     """Whether `ip` is an address of this machine: loopback, or one a socket can bind to."""
     if ip.is_loopback or ip.is_unspecified:
         return True
@@ -479,7 +479,7 @@ def _on_this_machine(ip: IPAddress) -> bool:
     return True
 
 
-def _loop_reason(upstream: Upstream, local: Sequence[tuple[IPAddress, int]]) -> str | None:
+def _loop_reason(upstream: Upstream, local: Sequence[tuple[_IPAddress, int]]) -> str | None:
     ip = _ip(upstream.host)
     if ip is None:
         return None
@@ -539,7 +539,8 @@ class _Health:
 
 
 class Forwarder:
-    """Forwards queries to upstream resolvers and caches their answers (see the module doc)."""
+    """Forwards queries to upstream resolvers and caches their answers (see the module doc). Use it from
+    one event loop: it is not thread-safe."""
 
     def __init__(
         self,

@@ -562,15 +562,18 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
     versions = {4 if f == "IPv4" else 6 for f in svc.ip_families}
     others = [(k, v) for k, v in svc.selector.items() if candidates is not index.get((svc.namespace, k, v))]
     eps: list[Endpoint] = []
+    shared: dict[tuple[int | None, ...], tuple[EndpointPort, ...]] = {}  # one tuple per distinct resolution
     for pod in sorted(candidates or (), key=_by_name):
         labels = pod.labels
         if others and any(labels.get(k) != v for k, v in others):
             continue
-        ports = []
-        for sp in svc.ports:
-            number = _resolve_target_port(sp, pod)
-            if number is not None:
-                ports.append(EndpointPort(sp.name, number, sp.protocol))
+        numbers = tuple(_resolve_target_port(sp, pod) for sp in svc.ports)
+        ports = shared.get(numbers)
+        if ports is None:
+            ports = tuple(
+                EndpointPort(sp.name, n, sp.protocol) for sp, n in zip(svc.ports, numbers, strict=True) if n is not None
+            )
+            shared[numbers] = ports
         if svc.ports and not ports:
             continue
         hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
@@ -578,7 +581,7 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
         for ip in pod.ips:
             if versions and _version(ip) not in versions:
                 continue
-            eps.append(Endpoint(ip, tuple(ports), ready, hostname, pod.spec.node_name, pod.name))
+            eps.append(Endpoint(ip, ports, ready, hostname, pod.spec.node_name, pod.name))
     return eps
 
 
