@@ -21,13 +21,14 @@ import yaml
 
 from clusterdns import envvars, kubectl
 from clusterdns.daemon import Daemon, Options
+from clusterdns.forward import Forwarder, Upstream, parse_upstream, resolv_conf_upstreams
 from clusterdns.health import parse_listen
 from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
-from clusterdns.server import BindError, DNSServer, bind, fork_workers
+from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, open_store
 
 log = logging.getLogger("clusterdns")
@@ -105,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:9153",
         metavar="ADDR:PORT",
         help="serve /health, /ready and /metrics here (default 127.0.0.1:9153; off disables)",
+    )
+    p.add_argument(
+        "--upstream",
+        action="append",
+        metavar="ADDR[:PORT]",
+        help="resolver for names outside the cluster (repeatable; default: the nameservers of "
+        "/etc/resolv.conf; off: answer REFUSED)",
+    )
+    p.add_argument(
+        "--stub-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN=ADDR[:PORT]",
+        help="resolver for one domain, as kube-dns stubDomains (repeatable)",
+    )
+    p.add_argument(
+        "--allow-recursion",
+        action="append",
+        metavar="CIDR",
+        help="clients whose other names are forwarded (repeatable; default loopback and private ranges)",
     )
     p.add_argument("--no-watch", action="store_true", help="don't reload when files under --zones change")
     p.add_argument(
@@ -255,6 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http = parse_listen(args.http)
     except ValueError as exc:
         raise UsageError(f"--http: {exc}") from None
+    upstreams, stubs, recursion = _forwarding(args)
     store = open_store(args.state, args.zones)
     zones = Zones(args.zones, config, store)
     options = Options(ttl=args.ttl, pods=args.pods, watch=not args.no_watch, lameduck=args.lameduck, http=http)
@@ -264,12 +286,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BindError as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
+    if upstreams is not None:
+        daemon.forwarder = Forwarder(upstreams, stubs, local=[(sockets.host, sockets.port)])
+    daemon.recursion = recursion
     try:
         if http is not None:  # counting costs a little on every query: only when someone can read it
             daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
         responder = daemon.load()
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
-            server = DNSServer(responder, sockets.host, sockets.port)
+            server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, recursion=recursion)
             daemon.workers = fork_workers(args.workers - 1, sockets, server, daemon.load)
         return asyncio.run(daemon.run(responder, sockets))
     except BindError as exc:
@@ -280,6 +305,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         store.close()
+
+
+def _forwarding(
+    args: argparse.Namespace,
+) -> tuple[list[Upstream] | None, dict[str, list[Upstream]], tuple[IPNetwork, ...]]:
+    """--upstream, --stub-domain and --allow-recursion, checked. Upstreams None: don't forward."""
+    try:
+        if args.upstream == ["off"]:
+            upstreams = None
+        elif args.upstream:
+            upstreams = [parse_upstream(u) for u in args.upstream]
+        else:
+            upstreams = resolv_conf_upstreams()
+        stubs: dict[str, list[Upstream]] = {}
+        for item in args.stub_domain:
+            domain, sep, address = item.partition("=")
+            if not sep or not domain.strip("."):
+                raise ValueError(f"--stub-domain: must be DOMAIN=ADDR[:PORT], got {item!r}")
+            stubs.setdefault(domain.strip(".").lower() + ".", []).append(parse_upstream(address))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    nets = args.allow_recursion or list(DEFAULT_RECURSION)
+    try:
+        recursion = tuple(ipaddress.ip_network(n, strict=False) for n in nets)
+    except ValueError as exc:
+        raise UsageError(f"--allow-recursion: {exc}") from None
+    if stubs and upstreams is None:
+        upstreams = []
+    return upstreams, stubs, recursion
 
 
 def cmd_resolv_conf(args: argparse.Namespace) -> int:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from clusterdns.forward import Forwarder
 from clusterdns.health import serve_http
 from clusterdns.metrics import Stats, StatsCollector
 from clusterdns.records import Zone
 from clusterdns.registry import Registry
 from clusterdns.respond import Responder
-from clusterdns.server import BindError, DNSServer, Sockets, bind_error, serve
+from clusterdns.server import BindError, DNSServer, IPNetwork, Sockets, bind_error, serve
 from clusterdns.watch import Watcher
 from clusterdns.zones import Zones, ZonesError
 
@@ -51,6 +52,8 @@ class Daemon:
     workers: list[int] = field(default_factory=list)
     server: DNSServer | None = None
     stats: Stats | None = None
+    forwarder: Forwarder | None = None
+    recursion: tuple[IPNetwork, ...] | None = None
     _reloading: bool = False
     _again: bool = False
 
@@ -73,7 +76,7 @@ class Daemon:
         )
         self.registry = registry
         zone = Zone(registry, ttl=self.options.ttl, pods=self.options.pods, serial=self.serial)
-        return Responder(zone, self.stats)
+        return Responder(zone, self.stats, forwarding=self.forwarder is not None)
 
     async def reload(self) -> None:
         """Build a new snapshot off the event loop and swap it in; reloads never overlap."""
@@ -108,7 +111,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         lameduck = asyncio.Event()
-        async with serve(responder, sockets=sockets) as server:
+        async with serve(responder, sockets=sockets, forwarder=self.forwarder, recursion=self.recursion) as server:
             self.server = server
             self.ready = True
             log.info(
@@ -119,6 +122,7 @@ class Daemon:
                 len(self.workers) + 1,
             )
             http = await self._start_http(sockets)
+            probe = loop.create_task(self._probe()) if self.forwarder is not None else None
             watcher = None
             if self.options.watch:
                 watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
@@ -133,7 +137,7 @@ class Daemon:
                 log.info("SIGTERM: not ready; answering for %.1f more seconds", self.options.lameduck)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.options.lameduck)
-            for task in waiters:
+            for task in [*waiters, *([probe] if probe else [])]:
                 task.cancel()
             self.ready = False
             if watcher:
@@ -142,6 +146,13 @@ class Daemon:
                 http.close()
             log.info("stopping")
         return 0
+
+    async def _probe(self) -> None:
+        """Send each upstream a loop probe (as CoreDNS's loop plugin): one that comes back to us is dropped."""
+        assert self.forwarder is not None
+        looping = await self.forwarder.probe()
+        if looping and not self.forwarder.upstreams:
+            log.error("every upstream leads back to clusterdns: names outside the cluster get SERVFAIL")
 
     # --- health and metrics ---
 
@@ -201,7 +212,7 @@ class Daemon:
         if self.stats is not None and self.server is not None:
             totals = self.stats.totals()
             misses = totals[self.stats.miss_slot]
-            answered = sum(totals[: self.stats.requests])
+            answered = sum(totals[: self.stats.requests]) - totals[self.stats.forward_slot]
             server = f"dns://{self.server.host}:{self.server.port}"
             responder = self.server.responder
             denial = sum(1 for e in responder.cache.values() if not e.answer.answer)
@@ -218,4 +229,21 @@ class Daemon:
                 [((server, "success"), answered - misses)],
             )
             out["coredns_cache_misses"] = ("counter", "The count of cache misses.", ("server",), [((server,), misses)])
+            fw = self.forwarder.stats if self.forwarder is not None else None
+            if fw is not None:  # the forwarded-answer cache, beside the answer cache
+                out["coredns_cache_entries"][3].append(((server, "forward"), fw.cache_entries))
+                out["coredns_cache_hits"][3].append(((server, "forward"), fw.cache_hits))
+                out["coredns_cache_misses"][3][0] = ((server,), misses + fw.cache_misses)
+                out["coredns_forward_requests"] = (
+                    "counter",
+                    "Counter of requests made per upstream.",
+                    ("to",),
+                    [((to,), n) for to, n in sorted(fw.requests.items())],
+                )
+                out["coredns_forward_responses"] = (
+                    "counter",
+                    "Counter of responses received per upstream.",
+                    ("to", "rcode"),
+                    [((to, rcode), n) for (to, rcode), n in sorted(fw.responses.items())],
+                )
         return out

@@ -35,6 +35,19 @@ def zone_labels(domain: str) -> tuple[str, ...]:
     return (f"{domain}.", "in-addr.arpa.", "ip6.arpa.", ".")
 
 
+def question_type(query: bytes) -> int:
+    """The QTYPE of a query's (first) question, or 0 when it can't be read."""
+    i = 12
+    try:
+        while query[i]:
+            if query[i] > 63:
+                return 0
+            i += query[i] + 1
+        return int.from_bytes(query[i + 1 : i + 3], "big")
+    except IndexError:
+        return 0
+
+
 def type_index(qtype: int) -> int:
     return TYPE_INDEX.get(qtype, len(TYPES) - 1)
 
@@ -52,7 +65,8 @@ class Stats:
         self.histogram = len(zones) * len(TYPES) * (BUCKETS + 1)
         self.sums = len(zones) * len(TYPES)
         self.miss_slot = self.requests + self.histogram + self.sums  # answers built, not found in the cache
-        self.block = self.miss_slot + 1
+        self.forward_slot = self.miss_slot + 1  # queries forwarded upstream
+        self.block = self.forward_slot + 1
         self.processes = processes
         self._map = mmap.mmap(-1, 8 * self.block * processes)  # anonymous and MAP_SHARED: kept across fork
         self.shared = memoryview(self._map).cast("Q")
@@ -92,6 +106,13 @@ class Stats:
     def slots(self, zone: int, qtype: int, rcode: int) -> tuple[int, int, int]:
         t, r = type_index(qtype), rcode_index(rcode)
         return self.slot(zone, t, r), self.timing(zone, t), self.sum_slot(zone, t)
+
+    def count_forwarded(self, query: bytes, reply: bytes, tcp: bool, elapsed_ns: int) -> None:
+        """Count a query answered by an upstream (zone ".", the upstream's rcode)."""
+        qtype = question_type(query)
+        rcode = reply[3] & 0xF if len(reply) >= 12 else 2
+        self.count(self.slots(len(self.zones) - 1, qtype, rcode), tcp, elapsed_ns)
+        self.counts[self.forward_slot] += 1
 
     def totals(self) -> list[int]:
         """Every counter summed: this process' own, and what the other processes last published."""

@@ -31,6 +31,7 @@ PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
 TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
 OPT = dns.rdatatype.OPT
+FORWARD = b"<forward>"  # respond()'s answer for "ask upstream"; a unique object, compared with `is`
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 
@@ -49,6 +50,7 @@ class _Entry:
     size: int  # length of the whole message without OPT
     heads: tuple[bytes, ...] = ()  # header bytes 2-12 for each (RD, CD) of the query: index RD | CD << 1
     slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
+    forward: bool = False  # not ours: forward it (when the client may recurse), else this REFUSED
     truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
 
 
@@ -65,15 +67,17 @@ def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT, slots: tuple
 class Responder:
     """Answers queries from one Zone. Make a new one for each registry snapshot."""
 
-    def __init__(self, zone: Zone, stats: Stats | None = None) -> None:
+    def __init__(self, zone: Zone, stats: Stats | None = None, forwarding: bool = False) -> None:
         self.zone = zone
         self.stats = stats
+        self.forwarding = forwarding
         self.cache: dict[bytes, _Entry] = {}
         self.misses = 0
         self._other = stats.slots(len(stats.zones) - 1, 0, 0) if stats else (0, 0, 0)
 
-    def respond(self, query: bytes, tcp: bool = False) -> bytes | None:
-        """The reply to one DNS message, or None when it must be dropped."""
+    def respond(self, query: bytes, tcp: bool = False, forward: bool = True) -> bytes | None:
+        """The reply to one DNS message, or None when it must be dropped, or FORWARD (compare with `is`)
+        for a query about a name outside our zones when forwarding is on and `forward` allows it."""
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
         stats = self.stats
@@ -82,6 +86,8 @@ class Responder:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
+                if entry.forward and forward:
+                    return FORWARD
                 reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
                 if stats is not None:  # Stats.count, inlined: this is the path of nearly every query
                     c, (slot, timing, total) = stats.counts, entry.slots
@@ -91,20 +97,22 @@ class Responder:
                     c[timing + (bucket if bucket < BUCKETS else BUCKETS)] += 1
                     c[total] += elapsed
                 return reply
-        answered, slots = self._respond(query, tcp)
+        answered, slots = self._respond(query, tcp, forward)
+        if answered is FORWARD:
+            return FORWARD
         if stats is not None and answered is not None:
             stats.count(slots, tcp, perf_counter_ns() - started)
         return answered
 
-    def _respond(self, query: bytes, tcp: bool) -> tuple[bytes | None, tuple[int, int, int]]:
-        reply = self._answer(query, tcp)
+    def _respond(self, query: bytes, tcp: bool, forward: bool) -> tuple[bytes | None, tuple[int, int, int]]:
+        reply = self._answer(query, tcp, forward)
         if isinstance(reply, tuple):
             return reply
         if reply is not None and self.stats is not None:
             return reply, self.stats.slots(len(self.stats.zones) - 1, 0, reply[3] & 0xF)
         return reply, self._other
 
-    def _answer(self, query: bytes, tcp: bool) -> bytes | tuple[bytes, tuple[int, int, int]] | None:
+    def _answer(self, query: bytes, tcp: bool, forward: bool) -> bytes | tuple[bytes, tuple[int, int, int]] | None:
         """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry."""
         n = len(query)
         if n < 12:
@@ -144,6 +152,8 @@ class Responder:
         entry = self.cache.get(key)
         if entry is None:
             entry = self._miss(key, i - 12)
+        if entry.forward and forward:
+            return FORWARD
         if tcp:
             limit = TCP_LIMIT
         elif edns:
@@ -161,6 +171,7 @@ class Responder:
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
+        ours = True
         if qclass != 1 or qtype in _ZONE_TRANSFER:
             answer = REFUSED
         else:
@@ -170,12 +181,15 @@ class Responder:
                 labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
                 i += key[i] + 1
             answer = self.zone.lookup(tuple(labels), qtype) if labels else REFUSED
+            ours = answer is not REFUSED
         slots = (0, 0, 0)
         if self.stats is not None:
             slots = self.stats.slots(self.zone.zone_index(answer), qtype, answer.rcode)
-            self.stats.counts[self.stats.miss_slot] += 1
+            if ours or not self.forwarding:  # forwarded names are counted by the forwarder's cache
+                self.stats.counts[self.stats.miss_slot] += 1
         self.misses += 1
         entry = _entry(key, answer, slots=slots)
+        entry.forward = self.forwarding and not ours
         if len(self.cache) >= CACHE_ENTRIES:
             self.cache.clear()
         self.cache[key] = entry

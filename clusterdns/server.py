@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -22,8 +23,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from clusterdns.forward import Forwarder
 from clusterdns.metrics import Stats
-from clusterdns.respond import Responder, servfail
+from clusterdns.respond import FORWARD, Responder, servfail
 
 log = logging.getLogger("clusterdns.server")
 
@@ -35,6 +37,10 @@ class BindError(Exception):
     """A socket can't be bound; the message is one line naming the port and the reason."""
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
 @dataclass
 class DNSServer:
     responder: Responder
@@ -42,16 +48,61 @@ class DNSServer:
     port: int = 0
     tcp_connections: int = 0
     failures: int = 0
+    forwarder: Forwarder | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # where forwarded queries run
+    recursion: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: tuple(ipaddress.ip_network(n) for n in DEFAULT_RECURSION)
+    )
+    _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
-    def answer(self, query: bytes, tcp: bool) -> bytes | None:
+    def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
         """respond(), with any unexpected failure turned into SERVFAIL and logged once per query."""
         try:
-            return self.responder.respond(query, tcp)
+            return self.responder.respond(query, tcp, forward)
         except Exception:
             self.failures += 1
             log.exception("answering failed; replying SERVFAIL to query %s", query.hex())
             return servfail(query)
+
+    def may_recurse(self, client: str) -> bool:
+        """Whether `client` may have names outside our zones resolved (--allow-recursion): not an open
+        resolver. Answers are remembered per address, up to a bound."""
+        allowed = self._may_recurse.get(client)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(client.split("%", 1)[0])
+            except ValueError:
+                return False
+            allowed = any(ip in net for net in self.recursion)
+            if len(self._may_recurse) > 65536:
+                self._may_recurse.clear()
+            self._may_recurse[client] = allowed
+        return allowed
+
+    def forward_udp(self, query: bytes, addr: tuple[str | int, ...], sock: socket.socket) -> bytes | None:
+        """A query for a name outside our zones, from the UDP thread: forwarded on the event loop (the
+        reply is sent from there) when allowed, else answered REFUSED here."""
+        if self.forwarder is None or self.loop is None or not self.may_recurse(str(addr[0])):
+            return self.answer(query, False, forward=False)
+        asyncio.run_coroutine_threadsafe(self._forward_udp(query, addr, sock), self.loop)
+        return None
+
+    async def forward(self, query: bytes, tcp: bool) -> bytes:
+        """Ask upstream (the reply may be b"" for a message that needs none); counted in the stats."""
+        assert self.forwarder is not None
+        started = time.perf_counter_ns()
+        reply = await self.forwarder.forward(query, tcp)
+        stats = self.responder.stats
+        if stats is not None and reply:
+            stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)
+        return reply
+
+    async def _forward_udp(self, query: bytes, addr: tuple[str | int, ...], sock: socket.socket) -> None:
+        reply = await self.forward(query, False)
+        if reply:
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, addr)
 
 
 def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> None:
@@ -71,6 +122,8 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
             reply = server.responder.respond(data, False)
         except Exception:
             reply = server.answer(data, False)  # logs, and answers SERVFAIL
+        if reply is FORWARD:
+            reply = server.forward_udp(data, addr, sock)
         if reply is not None:
             try:
                 sendto(reply, addr)
@@ -92,6 +145,15 @@ async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: a
         writer.close()
         return
     server.tcp_connections += 1
+    peer = writer.get_extra_info("peername")
+    client = str(peer[0]) if peer else ""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def forward(query: bytes) -> None:  # answered when it completes, maybe after later queries
+        reply = await server.forward(query, True)
+        if reply and not writer.is_closing():
+            writer.write(struct.pack("!H", len(reply)) + reply)
+
     try:
         while True:
             try:
@@ -101,12 +163,21 @@ async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: a
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 return
             reply = server.answer(query, True)
+            if reply is FORWARD:
+                if server.forwarder is not None and server.may_recurse(client):
+                    task = asyncio.create_task(forward(query))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    continue
+                reply = server.answer(query, True, forward=False)
             if reply is None:
                 continue
             writer.write(struct.pack("!H", len(reply)) + reply)
             if writer.transport.get_write_buffer_size() > 65536:
                 await writer.drain()
     finally:
+        if pending:  # let forwarded queries already asked finish, briefly
+            await asyncio.wait(pending, timeout=TCP_IDLE_TIMEOUT)
         server.tcp_connections -= 1
         with contextlib.suppress(ConnectionError, RuntimeError):
             writer.close()
@@ -162,14 +233,21 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> Sockets:
 
 @contextlib.asynccontextmanager
 async def serve(
-    responder: Responder, host: str = "127.0.0.1", port: int = 0, sockets: Sockets | None = None
+    responder: Responder,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sockets: Sockets | None = None,
+    forwarder: Forwarder | None = None,
+    recursion: tuple[IPNetwork, ...] | None = None,
 ) -> AsyncIterator[DNSServer]:
     """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits.
 
     UDP is answered by a thread of its own (see `_udp_loop`); TCP by the running event loop.
     """
     socks = sockets or bind(host, port)
-    server = DNSServer(responder, socks.host, socks.port)
+    server = DNSServer(responder, socks.host, socks.port, forwarder=forwarder, loop=asyncio.get_running_loop())
+    if recursion is not None:
+        server.recursion = recursion
     stop = threading.Event()
     udp_thread = threading.Thread(target=_udp_loop, args=(server, socks.udp, stop), name="udp", daemon=True)
     udp_thread.start()
@@ -220,6 +298,9 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
 
             signal.signal(signal.SIGHUP, on_hup)
             sockets.tcp.close()
+            if server.forwarder is not None:  # forwarded queries need an event loop: one of its own
+                server.loop = asyncio.new_event_loop()
+                threading.Thread(target=server.loop.run_forever, name="forward", daemon=True).start()
             _udp_loop(server, sockets.udp, threading.Event())
         finally:
             os._exit(0)
