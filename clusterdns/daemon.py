@@ -148,9 +148,10 @@ class Daemon:
         return 0
 
     async def _probe(self) -> None:
-        """Send each upstream a loop probe (as CoreDNS's loop plugin): one that comes back to us is dropped."""
+        """Send each upstream on this machine a loop probe (as CoreDNS's loop plugin): one that comes back to
+        us is dropped. Remote upstreams are not probed: clusterdns sends nothing upstream unasked."""
         assert self.forwarder is not None
-        looping = await self.forwarder.probe()
+        looping = await self.forwarder.probe(local_only=True)
         if looping and not self.forwarder.upstreams:
             log.error("every upstream leads back to clusterdns: names outside the cluster get SERVFAIL")
 

@@ -722,10 +722,13 @@ class Forwarder:
     def _is_own_probe(self, labels: tuple[bytes, ...]) -> bool:
         return len(labels) == 3 and labels[2] == _PROBE_LABEL and labels[1] == self._token
 
-    async def probe(self) -> list[Upstream]:
-        """Send a loop probe to every upstream at once; drop those whose probe came back to us
-        (see the module doc) and return them. Waits at most `timeout`."""
+    async def probe(self, local_only: bool = False) -> list[Upstream]:
+        """Send a loop probe to every upstream at once (with `local_only`, only to those on this machine,
+        where loops come from); drop those whose probe came back to us (see the module doc) and return
+        them. Waits at most `timeout`."""
         upstreams = list(dict.fromkeys([*self.upstreams, *(u for targets in self._stubs.values() for u in targets)]))
+        if local_only:
+            upstreams = [u for u in upstreams if (ip := _ip(u.host)) is not None and _on_this_machine(ip)]
         answers = await asyncio.gather(*(self._probe(upstream) for upstream in upstreams))
         looping = [upstream for upstream, looped in zip(upstreams, answers, strict=True) if looped]
         for upstream in looping:

@@ -86,7 +86,7 @@ def start_servers(fx: str, workers: int) -> dict[str, tuple[subprocess.Popen[byt
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     port = free_port()
     cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
-    cmd += ["--state", os.path.join(fx, "state"), "--port", str(port)]
+    cmd += ["--state", os.path.join(fx, "state"), "--port", str(port), "--upstream", "off"]
     if workers:
         cmd += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=ROOT)
