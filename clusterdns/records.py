@@ -57,6 +57,7 @@ class Answer:
     additional: tuple[RR, ...] = ()
     authoritative: bool = True
     zone: str = ""  # the zone that answered ("" when none did), for metrics
+    chase: str = ""  # a CNAME target outside our zones whose records belong after the answer (upstream's)
 
 
 REFUSED = Answer(dns.rcode.REFUSED, authoritative=False)
@@ -314,8 +315,8 @@ class Zone:
     def _alias(self, name: str, target: str, qtype: int, depth: int) -> Answer:
         """An ExternalName service: a CNAME, followed inside the cluster zone for the asked type.
 
-        The chain's end decides the rcode (RFC 6604); targets outside the zone are left to the client's
-        resolver (forwarding them is a separate matter).
+        The chain's end decides the rcode (RFC 6604). A target outside the zone is marked `chase`: when
+        forwarding is on, the server asks upstream for it and appends those records (spec 2.5's example).
         """
         cname = RR(name, CNAME, self.ttl, target)
         if qtype == CNAME or depth >= MAX_CNAME_CHAIN:
@@ -323,9 +324,9 @@ class Zone:
         labels = tuple(target.split("."))
         n = len(self.labels)
         if labels[-n:] != self.labels or len(labels) <= n:
-            return Answer(answer=(cname,))
+            return Answer(answer=(cname,), chase=target)
         rest = self._in_zone(labels, labels[:-n], qtype, depth + 1)
-        return Answer(rest.rcode, (cname, *rest.answer), rest.authority, rest.additional)
+        return Answer(rest.rcode, (cname, *rest.answer), rest.authority, rest.additional, chase=rest.chase)
 
     def _reverse(self, labels: tuple[str, ...], qtype: int) -> Answer:
         """PTR for cluster IPs and ready endpoint IPs. Reverse names of the service and pod networks

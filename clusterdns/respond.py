@@ -50,7 +50,7 @@ class _Entry:
     size: int  # length of the whole message without OPT
     heads: tuple[bytes, ...] = ()  # header bytes 2-12 for each (RD, CD) of the query: index RD | CD << 1
     slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
-    forward: bool = False  # not ours: forward it (when the client may recurse), else this REFUSED
+    forward: bool = False  # ask upstream (when the client may recurse), else answer with this entry
     truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
 
 
@@ -189,11 +189,22 @@ class Responder:
                 self.stats.counts[self.stats.miss_slot] += 1
         self.misses += 1
         entry = _entry(key, answer, slots=slots)
-        entry.forward = self.forwarding and not ours
+        # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
+        entry.forward = self.forwarding and (not ours or bool(answer.chase))
         if len(self.cache) >= CACHE_ENTRIES:
             self.cache.clear()
         self.cache[key] = entry
         return entry
+
+    def chase_target(self, query: bytes) -> str:
+        """For a query that respond() sent upstream: the out-of-zone CNAME target to resolve, or ""
+        when the query itself is to be forwarded (its name is not ours)."""
+        answered = self._answer(query, True, forward=False)
+        if not isinstance(answered, tuple):
+            return ""
+        key = _question_key(query)
+        entry = self.cache.get(key) if key else None
+        return entry.answer.chase if entry is not None else ""
 
     def _truncated(self, entry: _Entry, limit: int) -> _Entry:
         small = entry.truncated.get(limit)
@@ -201,6 +212,14 @@ class Responder:
             small = _entry(entry.question, entry.answer, limit, entry.slots)
             entry.truncated[limit] = small
         return small
+
+
+def _question_key(query: bytes) -> bytes:
+    """The cache key of a well-formed query's question, or b"" (assumes respond() accepted it)."""
+    i = 12
+    while query[i]:
+        i += query[i] + 1
+    return query[12:i].lower() + query[i : i + 5]
 
 
 def _opt(do: int) -> bytes:

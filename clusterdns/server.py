@@ -23,6 +23,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import dns.exception
+import dns.flags
+import dns.message
+
 from clusterdns.forward import Forwarder
 from clusterdns.metrics import Stats
 from clusterdns.respond import FORWARD, Responder, servfail
@@ -89,10 +93,16 @@ class DNSServer:
         return None
 
     async def forward(self, query: bytes, tcp: bool) -> bytes:
-        """Ask upstream (the reply may be b"" for a message that needs none); counted in the stats."""
+        """Ask upstream (the reply may be b"" for a message that needs none); counted in the stats.
+        For our ExternalName services with a target elsewhere: our CNAME, then upstream's records."""
         assert self.forwarder is not None
         started = time.perf_counter_ns()
-        reply = await self.forwarder.forward(query, tcp)
+        responder = self.responder
+        target = responder.chase_target(query)
+        if target:
+            reply = await chase(self.forwarder, responder, query, target, tcp)
+        else:
+            reply = await self.forwarder.forward(query, tcp)
         stats = self.responder.stats
         if stats is not None and reply:
             stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)
@@ -132,6 +142,33 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
 
 
 UDP_READ_SIZE = 4096
+
+
+async def chase(forwarder: Forwarder, responder: Responder, query: bytes, target: str, tcp: bool) -> bytes:
+    """Our reply ending in a CNAME to `target`, completed with `target`'s records from upstream.
+
+    The upstream's rcode is the chain's (RFC 6604). If the whole does not fit a UDP reply, the client
+    gets our CNAME alone with TC set, and retries over TCP.
+    """
+    ours = dns.message.from_wire(responder.respond(query, tcp, forward=False) or b"")
+    question = ours.question[0]
+    upstream_query = dns.message.make_query(target + ".", question.rdtype, want_dnssec=False)
+    upstream = await forwarder.forward(upstream_query.to_wire(), tcp)
+    try:
+        theirs = dns.message.from_wire(upstream)
+    except dns.exception.DNSException:
+        return ours.to_wire()
+    ours.set_rcode(theirs.rcode())
+    ours.answer.extend(theirs.answer)
+    ours.flags &= ~dns.flags.AA  # part of the answer is not ours
+    ours.flags |= dns.flags.RA  # and we recursed for it
+    limit = 65535 if tcp else max(512, min(ours.payload, 1232)) if ours.edns >= 0 else 512
+    try:
+        return ours.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        ours.answer = ours.answer[:1]
+        ours.flags |= dns.flags.TC
+        return ours.to_wire()
 
 
 def _wake(sock: socket.socket) -> None:
