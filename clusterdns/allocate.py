@@ -23,7 +23,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 NODE_PORT_RANGE = (30000, 32767)
 
@@ -40,12 +40,10 @@ class Space(Protocol):
         """Values to try, in order, for an owner without a wish."""
 
 
-class Claim(NamedTuple):
-    """A request for one value of a pool (a NamedTuple: a big zone makes 100,000s of them)."""
-
-    owner: str  # unique within its pool, e.g. "default/web IPv4"
-    space: Space
-    wish: str | None = None  # an explicit value from the manifest
+# A request for one value of a pool: (owner, space, wish). The owner is unique within its pool, e.g.
+# "default/web IPv4"; the wish is an explicit value from the manifest, or None. A plain tuple, because a
+# big zone makes hundreds of thousands of them.
+Claim = tuple[str, "Space", str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,32 +78,32 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | 
     """Give each claim a value, keeping what `held` (owner -> value) says where it still fits."""
     taken: dict[str, str] = {}
     result: dict[str, str | Refusal] = {}
-    for c in claims:  # 1. keep
-        value = held.get(c.owner)
-        if value is not None and c.wish in (None, value) and value not in taken and not c.space.invalid(value):
-            taken[value] = c.owner
-            result[c.owner] = value
-    for c in claims:  # 2. explicit
-        if c.owner in result or c.wish is None:
+    for owner, space, wish in claims:  # 1. keep
+        value = held.get(owner)
+        if value is not None and wish in (None, value) and value not in taken and not space.invalid(value):
+            taken[value] = owner
+            result[owner] = value
+    for owner, space, wish in claims:  # 2. explicit
+        if wish is None or owner in result:
             continue
-        why = c.space.invalid(c.wish)
+        why = space.invalid(wish)
         if why:
-            result[c.owner] = Refusal(why)
-        elif c.wish in taken:
-            result[c.owner] = Refusal(f"{c.wish}: provided {c.space.what} is already allocated (to {taken[c.wish]})")
+            result[owner] = Refusal(why)
+        elif wish in taken:
+            result[owner] = Refusal(f"{wish}: provided {space.what} is already allocated (to {taken[wish]})")
         else:
-            taken[c.wish] = c.owner
-            result[c.owner] = c.wish
-    for c in claims:  # 3. automatic
-        if c.owner in result:
+            taken[wish] = owner
+            result[owner] = wish
+    for owner, space, _wish in claims:  # 3. automatic
+        if owner in result:
             continue
-        for value in c.space.candidates(c.owner):
+        for value in space.candidates(owner):
             if value not in taken:
-                taken[value] = c.owner
-                result[c.owner] = value
+                taken[value] = owner
+                result[owner] = value
                 break
         else:
-            result[c.owner] = Refusal("no free value left in the range")
+            result[owner] = Refusal("no free value left in the range")
     return result
 
 

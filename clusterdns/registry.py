@@ -218,13 +218,13 @@ def build(
         for i, family in enumerate(families):
             owner = f"{svc.namespace}/{svc.name} {family}"
             wish = svc.cluster_ips[i] if i < len(svc.cluster_ips) else None
-            ip_claims.append(Claim(owner, ip_spaces[family], wish))
+            ip_claims.append((owner, ip_spaces[family], wish))
             owners.append((owner, wish))
         service_wants[svc.key] = owners
         if svc.type in ("NodePort", "LoadBalancer"):
             for port in svc.ports:
                 owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
-                port_claims.append(Claim(owner, node_ports, None if port.node_port is None else str(port.node_port)))
+                port_claims.append((owner, node_ports, None if port.node_port is None else str(port.node_port)))
 
     name_claims: list[Claim] = []
     for w in workloads:
@@ -233,11 +233,11 @@ def build(
         prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
         space = SuffixSpace(prefix)
         for i in range(w.replicas):
-            name_claims.append(Claim(f"{w.namespace}/{w.kind}/{prefix}/{i}", space))
+            name_claims.append((f"{w.namespace}/{w.kind}/{prefix}/{i}", space, None))
 
-    seen_claims = [Claim(f"{kind}/{ns}/{name}", _SEEN) for (kind, ns, name) in objects]
+    seen_claims: list[Claim] = [(f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects]
     seen_claims += [
-        Claim(f"Service/{s.namespace}/{s.name}", _SEEN) for s in services if s.source and s.source.line == 0
+        (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services if s.source and s.source.line == 0
     ]
 
     results, created = store.allocate(
@@ -337,7 +337,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
                 if wish is None:
                     continue
             owner = f"{pod.namespace}/{pod.name} IPv{version}"
-            claims.append(Claim(owner, spaces[version], wish))
+            claims.append((owner, spaces[version], wish))
             mine.append(owner)
         owners.append((pod, mine))
     results, created = b.store.allocate({"pod-ip": claims}, b.now)
@@ -363,6 +363,31 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
         else:  # a manifest's Pod, shared with the cached parse of its file: copy
             out[(pod.namespace, pod.name)] = _pod_with_ips(pod, tuple(ips))
     return out, created
+
+
+def _service_with(
+    svc: Service, cluster_ips: tuple[str, ...], ports: tuple[ServicePort, ...], families: tuple[str, ...]
+) -> Service:
+    """dataclasses.replace(svc, ...) spelled out: it runs for every Service and replace is slow."""
+    return Service(
+        svc.namespace,
+        svc.name,
+        svc.type,
+        ports,
+        svc.selector,
+        svc.headless,
+        cluster_ips,
+        families,
+        svc.ip_family_policy,
+        svc.external_name,
+        svc.external_ips,
+        svc.load_balancer_ingress,
+        svc.publish_not_ready_addresses,
+        svc.session_affinity,
+        svc.labels,
+        svc.annotations,
+        svc.source,
+    )
 
 
 def _pod_with_ips(pod: Pod, ips: tuple[str, ...]) -> Pod:
@@ -460,9 +485,7 @@ def _apply_service_allocations(
         if refused:
             continue
         families = tuple(f"IPv{_version(ip)}" for ip in cluster_ips)
-        out[svc.key] = dataclasses.replace(
-            svc, cluster_ips=tuple(cluster_ips), ports=tuple(new_ports), ip_families=families
-        )
+        out[svc.key] = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families)
     return out
 
 
@@ -567,7 +590,7 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
         labels = pod.labels
         if others and any(labels.get(k) != v for k, v in others):
             continue
-        numbers = tuple(_resolve_target_port(sp, pod) for sp in svc.ports)
+        numbers = tuple([_resolve_target_port(sp, pod) for sp in svc.ports])
         ports = shared.get(numbers)
         if ports is None:
             ports = tuple(

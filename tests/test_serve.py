@@ -7,6 +7,7 @@ SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -217,10 +218,8 @@ class Served:
 
 def with_process(pid: int, signum: int) -> None:
     """Send `signum` to `pid` if it still exists."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def exited(pid: int) -> bool:

@@ -1,0 +1,433 @@
+"""Live operation of a running `clusterdns serve`: hot reload of zones/ edits, SIGHUP, files that turn bad,
+/health, /ready and /metrics, the SIGTERM lameduck, and no query lost or answered wrongly while the zones
+are rewritten under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.rcode
+import dns.rdatatype
+import pytest
+from conftest import write_files
+from dns_helpers import lines, zone_line
+from test_serve import Served, metric, until
+
+ZONE = "cluster.local"
+ALPHA = f"alpha.default.svc.{ZONE}"
+FLIP = f"flip.default.svc.{ZONE}"
+AUTO = f"auto.default.svc.{ZONE}"
+MISSING = f"missing.default.svc.{ZONE}"
+SOA_RDATA = "ns.dns.cluster.local. hostmaster.cluster.local."
+DEBOUNCE_SETTLE = 0.5  # watch.DEBOUNCE is 0.1 s: a reload still to come has started by then
+
+
+def service(name: str, ip: str | None = None, port: int = 80, labels: str = "") -> str:
+    """A ClusterIP Service document; `port` is on line 7 (line 6 without an `ip`)."""
+    cluster_ip = f"  clusterIP: {ip}\n" if ip else ""
+    return (
+        "apiVersion: v1\n"
+        "kind: Service\n"
+        f"metadata: {{name: {name}, labels: {{{labels}}}}}\n"
+        "spec:\n"
+        f"{cluster_ip}"
+        "  ports:\n"
+        f"  - {{name: http, port: {port}}}\n"
+    )
+
+
+FILES = {
+    "alpha.yaml": service("alpha", "10.0.1.1"),
+    "flip.yaml": service("flip", "10.0.2.1"),
+    "auto.yaml": service("auto"),
+}
+
+
+@pytest.fixture
+def zones(tmp_path: Path) -> Path:
+    root = tmp_path / "zones"
+    root.mkdir()
+    write_files(root, FILES)
+    return root
+
+
+@pytest.fixture
+def start(tmp_path: Path, zones: Path) -> Iterator[Callable[..., Served]]:
+    """`start(*flags)`: `clusterdns serve` on `zones`, ready (/ready 200); ended and checked after the test."""
+    running: list[Served] = []
+
+    def run(*extra: str) -> Served:
+        served = Served(tmp_path, zones, *extra)
+        running.append(served)
+        served.wait_ready()
+        return served
+
+    yield run
+    for served in running:
+        served.close()
+
+
+def reloads(served: Served) -> float:
+    return served.metric("clusterdns_reloads_total", result="success")
+
+
+def serial(served: Served) -> int:
+    msg = served.ask(ZONE, "SOA")
+    assert msg is not None and msg.rcode() == dns.rcode.NOERROR
+    (rrset,) = msg.answer
+    return int(rrset[0].serial)
+
+
+# --- hot reload ----------------------------------------------------------------------------------------
+
+
+def test_new_file_answers(start: Callable[..., Served], zones: Path) -> None:
+    """A file that appears in zones/ is served: its Service answers soon after the write."""
+    served = start()
+    assert served.addresses(f"new.default.svc.{ZONE}") == set()
+    written = time.monotonic()
+    (zones / "new.yaml").write_text(service("new", "10.0.3.1"))
+    until(lambda: served.addresses(f"new.default.svc.{ZONE}") == {"10.0.3.1"}, 5, "new.yaml's Service answers")
+    took = time.monotonic() - written
+    print(f"write to first correct answer: {took * 1000:.0f} ms")
+
+
+def test_modified_file_answers_the_new_address(start: Callable[..., Served], zones: Path) -> None:
+    """A file rewritten in place (same size, new address) answers with the new address."""
+    served = start()
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.2"))
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+
+
+def test_deleted_file_is_nxdomain(start: Callable[..., Served], zones: Path) -> None:
+    """A deleted file's Service is NXDOMAIN, with the zone's SOA in authority."""
+    served = start()
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    (zones / "alpha.yaml").unlink()
+    served.wait_addresses(ALPHA, set())
+    msg = served.ask(ALPHA, "A")
+    assert msg is not None
+    (soa,) = msg.authority
+    assert soa.rdtype == dns.rdatatype.SOA and soa.name.to_text() == f"{ZONE}."
+    assert served.addresses(FLIP) == {"10.0.2.1"}
+
+
+def test_renamed_file_still_answers(start: Callable[..., Served], zones: Path) -> None:
+    """`mv alpha.yaml beta.yml`: after the reload the Service still answers, and edits to the new name count."""
+    served = start()
+    before = reloads(served)
+    (zones / "alpha.yaml").rename(zones / "beta.yml")
+    until(lambda: reloads(served) > before, 5, "a reload after the rename")
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    (zones / "beta.yml").write_text(service("alpha", "10.0.1.2"))
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+
+
+def test_editor_write_is_one_reload(start: Callable[..., Served], zones: Path) -> None:
+    """An editor's save (temporary file written in pieces, chmod, renamed over the file) is one reload."""
+    served = start()
+    before = reloads(served)
+    text = service("alpha", "10.0.1.2")
+    temp = zones / "alpha.yaml.tmp"
+    with open(temp, "w") as f:
+        for i in range(0, len(text), 16):
+            f.write(text[i : i + 16])
+            f.flush()
+            os.fsync(f.fileno())
+    temp.chmod(0o644)
+    os.replace(temp, zones / "alpha.yaml")
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+    time.sleep(DEBOUNCE_SETTLE)  # waiting for reloads that must not come: no event to await
+    after = reloads(served)
+    assert 1 <= after - before <= 2, f"one save made {after - before:g} reloads"
+
+
+def test_invalid_file_keeps_its_last_good_objects(start: Callable[..., Served], zones: Path) -> None:
+    """A file that turns invalid keeps serving its last good version; /ready, the log and
+    clusterdns_zone_errors show the file:line problem; fixing the file clears it."""
+    served = start()
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    assert served.metric("clusterdns_zone_errors") == 0
+    path = zones / "alpha.yaml"
+    path.write_text(service("alpha", "10.0.1.9", port=0))  # port on line 7
+    problem = f"{path}:7: Service default/alpha: spec.ports[0].port: must be 1-65535, got 0"
+    status, detail = until(lambda: (r := served.http("/ready")) and problem in r[1] and r, 5, f"/ready lists {problem}")
+    assert status == 200, detail
+    assert served.metric("clusterdns_zone_errors") == 1
+    assert served.addresses(ALPHA) == {"10.0.1.1"}, "the last good version must stay"
+    assert served.addresses(ALPHA, tcp=True) == {"10.0.1.1"}
+    assert problem in served.stderr()
+
+    path.write_text(service("alpha", "10.0.1.3"))
+    served.wait_addresses(ALPHA, {"10.0.1.3"})
+    until(lambda: served.metric("clusterdns_zone_errors") == 0, 5, "clusterdns_zone_errors back to 0")
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200 and "alpha.yaml" not in detail, detail
+
+
+def test_invalid_yaml_keeps_its_last_good_objects(start: Callable[..., Served], zones: Path) -> None:
+    """A file that stops being YAML at all keeps serving its last good version, and /ready says where."""
+    served = start()
+    path = zones / "alpha.yaml"
+    path.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: alpha\nspec: [\n")
+    until(lambda: (r := served.http("/ready")) and f"{path}:4: " in r[1], 5, f"/ready lists {path}:4")
+    assert served.metric("clusterdns_zone_errors") == 1
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+
+
+def test_sighup_reloads(start: Callable[..., Served], zones: Path) -> None:
+    """With --no-watch, SIGHUP reloads the zones: the edited file's new address answers."""
+    served = start("--no-watch")
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.2"))
+    served.signal(signal.SIGHUP)
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+    assert reloads(served) == 1
+
+
+def test_soa_serial_grows_after_a_reload(start: Callable[..., Served], zones: Path) -> None:
+    """The apex SOA's serial is larger after a reload that changed the registry."""
+    served = start()
+    first = serial(served)
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.2"))
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+    assert serial(served) > first
+    msg = served.ask(MISSING, "A")
+    assert msg is not None
+    (soa,) = msg.authority
+    assert soa[0].serial == serial(served), "the negative answer's SOA carries the new serial too"
+
+
+def test_allocations_stay_stable_through_reloads(start: Callable[..., Served], zones: Path) -> None:
+    """A Service without a clusterIP keeps its allocated address when other files change and when its own does."""
+    served = start()
+    allocated = served.addresses(AUTO)
+    assert allocated is not None and len(allocated) == 1
+    (zones / "gamma.yaml").write_text(service("gamma"))
+    gamma = until(lambda: served.addresses(f"gamma.default.svc.{ZONE}") or None, 5, "gamma answers")
+    assert gamma != allocated
+    assert served.addresses(AUTO) == allocated
+    before = reloads(served)
+    (zones / "auto.yaml").write_text(service("auto", labels="tier: web"))
+    until(lambda: reloads(served) > before, 5, "a reload after auto.yaml changed")
+    assert served.addresses(AUTO) == allocated
+    assert served.addresses(f"gamma.default.svc.{ZONE}") == gamma
+
+
+def test_reload_reaches_every_worker(start: Callable[..., Served], zones: Path) -> None:
+    """With --workers 2 a change is answered by each process alike (the other stopped), allocations included."""
+    served = start("--workers", "2")
+    (worker,) = served.children()
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.2"))
+    (zones / "gamma.yaml").write_text(service("gamma"))
+    gamma = f"gamma.default.svc.{ZONE}"
+    served.wait_addresses(ALPHA, {"10.0.1.2"})
+    allocated = until(lambda: served.addresses(gamma) or None, 5, "gamma answers")
+    for stopped in (served.proc.pid, worker):
+        os.kill(stopped, signal.SIGSTOP)
+        try:  # the worker reloads on the SIGHUP the parent sends after its own reload: allow it a moment
+            served.wait_addresses(ALPHA, {"10.0.1.2"}, within=2)
+            for _ in range(10):
+                assert served.addresses(ALPHA) == {"10.0.1.2"}, f"PID {stopped} stopped: the old address"
+                assert served.addresses(gamma) == allocated, f"PID {stopped} stopped: another allocation"
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+
+
+# --- health and metrics --------------------------------------------------------------------------------
+
+
+def test_health_and_ready(start: Callable[..., Served]) -> None:
+    """/health is 200; /ready is 200 with a short detail once loaded; an unknown path is 404."""
+    served = start()
+    assert served.http("/health") == (200, "OK\n")
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200
+    assert detail.splitlines()[0] == "ready"
+    assert (served.http("/nope") or (0, ""))[0] == 404
+
+
+def test_metrics_count_the_queries_sent(start: Callable[..., Served]) -> None:
+    """/metrics has CoreDNS's and clusterdns' metrics, counting exactly the queries sent (7 A answered
+    over UDP and TCP, 3 NXDOMAIN) by type, protocol and rcode; no label carries a query name."""
+    served = start()
+    for name, tcp in [(ALPHA, False)] * 3 + [(FLIP, False)] * 2 + [(ALPHA, True)] * 2:
+        assert served.addresses(name, tcp=tcp)
+    for _ in range(3):
+        assert served.addresses(MISSING, "AAAA") == set()
+    samples = served.samples()
+
+    def value(name: str, **labels: str) -> float:
+        return metric(samples, name, **labels)
+
+    names = {n for n, _, _ in samples}
+    for wanted in (
+        "coredns_dns_requests_total",
+        "coredns_dns_responses_total",
+        "coredns_dns_request_duration_seconds_bucket",
+        "coredns_dns_request_duration_seconds_count",
+        "coredns_dns_request_duration_seconds_sum",
+        "coredns_cache_entries",
+        "coredns_cache_hits_total",
+        "coredns_cache_misses_total",
+        "clusterdns_registry_objects",
+        "clusterdns_reloads_total",
+        "clusterdns_zone_errors",
+    ):
+        assert wanted in names, f"/metrics lacks {wanted}"
+    zone = f"{ZONE}."
+    requests = "coredns_dns_requests_total"
+    assert value(requests) == 10
+    assert value(requests, zone=zone, proto="udp", type="A", family="1") == 5
+    assert value(requests, zone=zone, proto="tcp", type="A", family="1") == 2
+    assert value(requests, zone=zone, proto="udp", type="AAAA") == 3
+    assert value("coredns_dns_responses_total") == 10
+    assert value("coredns_dns_responses_total", zone=zone, rcode="NOERROR") == 7
+    assert value("coredns_dns_responses_total", zone=zone, rcode="NXDOMAIN") == 3
+    assert value("coredns_dns_request_duration_seconds_count", zone=zone, type="A") == 7
+    assert value("coredns_dns_request_duration_seconds_count", zone=zone, type="AAAA") == 3
+    assert value("coredns_dns_request_duration_seconds_bucket", zone=zone, type="A", le="+Inf") == 7
+    # Three distinct questions: alpha A, flip A (answers), missing AAAA (a denial); the rest cache hits.
+    assert value("coredns_cache_misses_total") == 3
+    assert value("coredns_cache_hits_total") == 7
+    assert value("coredns_cache_entries", type="success") == 2
+    assert value("coredns_cache_entries", type="denial") == 1
+    # Three Services of ours and the built-in default/kubernetes and kube-system/kube-dns.
+    assert value("clusterdns_registry_objects", kind="Service") == 5
+    assert value("clusterdns_registry_objects", kind="Pod") == 0
+    assert value("clusterdns_reloads_total", result="success") == 0
+    assert value("clusterdns_reloads_total", result="failure") == 0
+    assert value("clusterdns_zone_errors") == 0
+    for name, labels, _ in samples:
+        for label_value in labels.values():
+            for word in ("alpha", "flip", "missing", "svc"):
+                assert word not in label_value, f"{name}{labels} carries a query name"
+
+
+# --- shutdown ------------------------------------------------------------------------------------------
+
+
+def test_sigterm_lameduck(start: Callable[..., Served]) -> None:
+    """SIGTERM: /ready turns 503 at once while queries are still answered for --lameduck 2 s, then exit 0."""
+    served = start("--lameduck", "2")
+    signalled = time.monotonic()
+    served.signal(signal.SIGTERM)
+    _, detail = until(lambda: (r := served.http("/ready")) and r[0] == 503 and r, 1, "/ready 503 after SIGTERM")
+    assert detail.splitlines()[0] == "not ready"
+    answered = 0
+    while time.monotonic() - signalled < 1.5:
+        tcp = answered % 2 == 1
+        assert served.addresses(ALPHA, tcp=tcp) == {"10.0.1.1"}, f"not answered {time.monotonic() - signalled:.2f} s"
+        answered += 1
+    code = served.wait()
+    took = time.monotonic() - signalled
+    assert code == 0, served.stderr()
+    assert 1.8 <= took <= 3.5, f"exited {took:.2f} s after SIGTERM with --lameduck 2"
+
+
+# --- reloads under load --------------------------------------------------------------------------------
+
+# (name, type, answer, additional) as zone-file lines, the same in every version of the zones. The authority
+# section is left out: a NODATA answer's SOA carries the serial, which every reload changes.
+STABLE = [
+    (ALPHA, "A", [f"{ALPHA}. 5 IN A 10.0.1.1"], []),
+    (ALPHA, "AAAA", [], []),
+    (f"_http._tcp.{ALPHA}", "SRV", [f"_http._tcp.{ALPHA}. 5 IN SRV 0 100 80 {ALPHA}."], [f"{ALPHA}. 5 IN A 10.0.1.1"]),
+    ("1.1.0.10.in-addr.arpa", "PTR", [f"1.1.0.10.in-addr.arpa. 5 IN PTR {ALPHA}."], []),
+    (f"kubernetes.default.svc.{ZONE}", "A", [f"kubernetes.default.svc.{ZONE}. 5 IN A 10.0.0.1"], []),
+]
+FLIPS = ({"10.0.2.1"}, {"10.0.2.2"})
+REWRITES = 30
+
+
+def test_no_query_lost_or_wrong_during_reloads(start: Callable[..., Served], zones: Path, tmp_path: Path) -> None:
+    """dnsperf (5 s) and a checking client run while the zones are rewritten 30 times: no query is lost, every
+    stable name keeps its exact answer, NXDOMAIN stays NXDOMAIN, and the flipping Service is always one of
+    its two versions."""
+    served = start()
+    queries = tmp_path / "queries.txt"
+    mix = [(name, rdtype) for name, rdtype, _, _ in STABLE] + [(FLIP, "A"), (MISSING, "A")]
+    queries.write_text("".join(f"{name} {rdtype}\n" for name, rdtype in mix))
+    stop = threading.Event()
+    problems: list[str] = []
+    seen_flips: Counter[str] = Counter()
+    checked = [0]
+
+    def client() -> None:
+        """Real queries over UDP and TCP, each answer checked in full."""
+        while not stop.is_set():
+            for name, rdtype, answer, additional in STABLE:
+                for tcp in (False, True):
+                    msg = served.ask(name, rdtype, tcp=tcp, timeout=2)
+                    checked[0] += 1
+                    if msg is None:
+                        problems.append(f"no reply: {name} {rdtype} tcp={tcp}")
+                        continue
+                    got = (dns.rcode.to_text(msg.rcode()), sorted(lines(msg.answer)), sorted(lines(msg.additional)))
+                    want = ("NOERROR", sorted(map(zone_line, answer)), sorted(map(zone_line, additional)))
+                    if got != want:
+                        problems.append(f"{name} {rdtype} tcp={tcp}: got {got}, want {want}")
+            flip = served.addresses(FLIP)
+            if flip not in FLIPS:
+                problems.append(f"{FLIP}: {flip}")
+            seen_flips[str(sorted(flip or ()))] += 1
+            if served.addresses(MISSING) != set():
+                problems.append(f"{MISSING} is not NXDOMAIN")
+
+    def rewrite() -> None:
+        """Flip the second Service between two addresses and rewrite an unrelated file, paced past the debounce."""
+        for i in range(REWRITES):
+            if stop.is_set():
+                return
+            ip = "10.0.2.2" if i % 2 == 0 else "10.0.2.1"
+            (zones / "flip.yaml").write_text(service("flip", ip))
+            (zones / "other.yaml").write_text(service("other", labels=f"round: r{i}"))
+            time.sleep(0.13)
+
+    before = reloads(served)
+    perf = subprocess.Popen(
+        ["dnsperf", "-s", "127.0.0.1", "-p", str(served.port), "-d", str(queries), "-l", "5", "-v", "-t", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    threads = [threading.Thread(target=client), threading.Thread(target=rewrite)]
+    for t in threads:
+        t.start()
+    try:
+        out, _ = perf.communicate(timeout=30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert perf.returncode == 0, out[-2000:]
+    summary = out[out.rfind("Statistics:") :]
+    sent = int(re.search(r"Queries sent:\s+(\d+)", summary).group(1))  # type: ignore[union-attr]
+    completed = int(re.search(r"Queries completed:\s+(\d+)", summary).group(1))  # type: ignore[union-attr]
+    lost = int(re.search(r"Queries lost:\s+(\d+)", summary).group(1))  # type: ignore[union-attr]
+    print(f"dnsperf: {sent} sent, {completed} completed, {lost} lost; checker: {checked[0]} queries; ", end="")
+    print(f"reloads: {reloads(served) - before:g}; flip answers seen: {dict(seen_flips)}")
+    assert sent > 1000, summary
+    assert (lost, completed) == (0, sent), summary
+    # Every reply's rcode, by name: NXDOMAIN only for the name that never exists.
+    rcodes: Counter[tuple[str, str, str]] = Counter()
+    for line in out.splitlines():
+        if line.startswith("> "):
+            rcode, name, rdtype = line.split()[1:4]
+            rcodes[(name, rdtype, rcode)] += 1
+    assert sum(rcodes.values()) == completed
+    wrong = {k: n for k, n in rcodes.items() if k[2] != ("NXDOMAIN" if k[0] == MISSING else "NOERROR")}
+    assert wrong == {}, f"wrong rcodes: {wrong}"
+    assert problems == [], "\n".join(problems[:20])
+    assert len(seen_flips) == 2, f"the checker should see both versions of {FLIP}: {dict(seen_flips)}"
+    assert reloads(served) - before >= 10, "the rewrites should have reloaded the zones many times"
+    assert served.metric("clusterdns_reloads_total", result="failure") == 0
