@@ -27,6 +27,7 @@ from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
+from clusterdns.querylog import QueryLog
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
 from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, open_store
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="CIDR",
         help="clients whose other names are forwarded (repeatable; default loopback and private ranges)",
+    )
+    p.add_argument(
+        "--log-queries",
+        choices=["all", "denial", "error"],
+        help="write one JSON line per query (all, only NXDOMAIN/NODATA, or only errors) to stdout",
     )
     p.add_argument("--no-watch", action="store_true", help="don't reload when files under --zones change")
     p.add_argument(
@@ -289,12 +295,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if upstreams is not None:
         daemon.forwarder = Forwarder(upstreams, stubs, local=[(sockets.host, sockets.port)])
     daemon.recursion = recursion
+    if args.log_queries:
+        daemon.query_log = QueryLog(args.log_queries, sys.stdout)
     try:
         if http is not None:  # counting costs a little on every query: only when someone can read it
             daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
         responder = daemon.load()
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, recursion=recursion)
+            server.query_log = daemon.query_log
             daemon.workers = fork_workers(args.workers - 1, sockets, server, daemon.load)
         return asyncio.run(daemon.run(responder, sockets))
     except BindError as exc:

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from clusterdns.forward import Forwarder
 from clusterdns.health import serve_http
 from clusterdns.metrics import Stats, StatsCollector
+from clusterdns.querylog import QueryLog
 from clusterdns.records import Zone
 from clusterdns.registry import Registry
 from clusterdns.respond import Responder
@@ -54,6 +55,7 @@ class Daemon:
     stats: Stats | None = None
     forwarder: Forwarder | None = None
     recursion: tuple[IPNetwork, ...] | None = None
+    query_log: QueryLog | None = None
     _reloading: bool = False
     _again: bool = False
 
@@ -111,7 +113,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         lameduck = asyncio.Event()
-        async with serve(responder, sockets=sockets, forwarder=self.forwarder, recursion=self.recursion) as server:
+        async with serve(
+            responder, sockets=sockets, forwarder=self.forwarder, recursion=self.recursion, query_log=self.query_log
+        ) as server:
             self.server = server
             self.ready = True
             log.info(

@@ -29,6 +29,7 @@ import dns.message
 
 from clusterdns.forward import Forwarder
 from clusterdns.metrics import Stats
+from clusterdns.querylog import QueryLog
 from clusterdns.respond import FORWARD, Responder, servfail
 
 log = logging.getLogger("clusterdns.server")
@@ -58,6 +59,7 @@ class DNSServer:
         default_factory=lambda: tuple(ipaddress.ip_network(n) for n in DEFAULT_RECURSION)
     )
     _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
+    query_log: QueryLog | None = None
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
     def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
@@ -109,7 +111,10 @@ class DNSServer:
         return reply
 
     async def _forward_udp(self, query: bytes, addr: tuple[str | int, ...], sock: socket.socket) -> None:
+        started = time.perf_counter_ns()
         reply = await self.forward(query, False)
+        if self.query_log is not None and reply:
+            self.query_log.put(addr, query, reply, "udp", started)
         if reply:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
@@ -128,12 +133,16 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
                 return
             log.debug("UDP receive error: %s", exc)
             continue
+        query_log = server.query_log
+        started = time.perf_counter_ns() if query_log is not None else 0
         try:
             reply = server.responder.respond(data, False)
         except Exception:
             reply = server.answer(data, False)  # logs, and answers SERVFAIL
         if reply is FORWARD:
             reply = server.forward_udp(data, addr, sock)
+        if query_log is not None and reply is not None:
+            query_log.put(addr, data, reply, "udp", started)
         if reply is not None:
             try:
                 sendto(reply, addr)
@@ -187,7 +196,10 @@ async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: a
     pending: set[asyncio.Task[None]] = set()
 
     async def forward(query: bytes) -> None:  # answered when it completes, maybe after later queries
+        started = time.perf_counter_ns()
         reply = await server.forward(query, True)
+        if server.query_log is not None and reply:
+            server.query_log.put(peer, query, reply, "tcp", started)
         if reply and not writer.is_closing():
             writer.write(struct.pack("!H", len(reply)) + reply)
 
@@ -199,6 +211,7 @@ async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: a
                     query = await reader.readexactly(length)
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 return
+            started = time.perf_counter_ns()
             reply = server.answer(query, True)
             if reply is FORWARD:
                 if server.forwarder is not None and server.may_recurse(client):
@@ -209,6 +222,8 @@ async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: a
                 reply = server.answer(query, True, forward=False)
             if reply is None:
                 continue
+            if server.query_log is not None:
+                server.query_log.put(peer, query, reply, "tcp", started)
             writer.write(struct.pack("!H", len(reply)) + reply)
             if writer.transport.get_write_buffer_size() > 65536:
                 await writer.drain()
@@ -276,6 +291,7 @@ async def serve(
     sockets: Sockets | None = None,
     forwarder: Forwarder | None = None,
     recursion: tuple[IPNetwork, ...] | None = None,
+    query_log: QueryLog | None = None,
 ) -> AsyncIterator[DNSServer]:
     """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits.
 
@@ -283,6 +299,7 @@ async def serve(
     """
     socks = sockets or bind(host, port)
     server = DNSServer(responder, socks.host, socks.port, forwarder=forwarder, loop=asyncio.get_running_loop())
+    server.query_log = query_log
     if recursion is not None:
         server.recursion = recursion
     stop = threading.Event()
@@ -335,6 +352,8 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
 
             signal.signal(signal.SIGHUP, on_hup)
             sockets.tcp.close()
+            if server.query_log is not None:
+                server.query_log = server.query_log.reopen()
             if server.forwarder is not None:  # forwarded queries need an event loop: one of its own
                 server.loop = asyncio.new_event_loop()
                 threading.Thread(target=server.loop.run_forever, name="forward", daemon=True).start()
