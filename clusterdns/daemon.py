@@ -57,6 +57,7 @@ class Daemon:
     recursion: tuple[IPNetwork, ...] | None = None
     query_log: QueryLog | None = None
     _reloading: bool = False
+    _missed: bool = False  # a reload finished before the server existed
     _again: bool = False
 
     def load(self) -> Responder:
@@ -98,6 +99,8 @@ class Daemon:
                 else:
                     if self.server is not None:
                         self.server.responder = responder
+                    else:
+                        self._missed = True
                     self.reloads["success"] += 1
                     log.info("reloaded in %.0f ms", (time.perf_counter() - started) * 1000)
                     for pid in self.workers:
@@ -113,10 +116,16 @@ class Daemon:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         lameduck = asyncio.Event()
+        watcher = None
+        if self.options.watch:  # before serving: a change made once answers are seen must not be missed
+            watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
+            watcher.start()
         async with serve(
             responder, sockets=sockets, forwarder=self.forwarder, recursion=self.recursion, query_log=self.query_log
         ) as server:
             self.server = server
+            if self._missed or self.zones.changed():  # changed between the first load and the watch
+                await self.reload()
             self.ready = True
             log.info(
                 "serving %s on %s port %d (UDP and TCP; %d UDP process(es))",
@@ -127,10 +136,6 @@ class Daemon:
             )
             http = await self._start_http(sockets)
             probe = loop.create_task(self._probe()) if self.forwarder is not None else None
-            watcher = None
-            if self.options.watch:
-                watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
-                watcher.start()
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
             loop.add_signal_handler(signal.SIGTERM, lameduck.set)
             loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -111,5 +111,22 @@ class Zones:
         note = Problem(result.path, 0, "", "", "serving its last good version until the problems are fixed", True)
         return FileResult(result.path, good.objects, result.problems, (*result.notes, note), result.stamp)
 
+    def changed(self) -> bool:
+        """Whether any manifest file was added, removed or changed since the last scan."""
+        try:
+            paths = find_files(self.directory)
+        except OSError:
+            return True
+        if set(paths) != set(self.files):
+            return True
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return True
+            if self.files[path].stamp != (st.st_mtime, st.st_size):
+                return True
+        return False
+
     def load(self, now: float) -> Registry:
         return build(self.scan(), self.config, self.store, now, locate=locate_in_file)

@@ -81,7 +81,8 @@ def service_env() -> dict[str, str]:
 def run_serve(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`clusterdns serve ARGS` run to its end (for the ways it refuses to start)."""
     return subprocess.run(
-        [sys.executable, "-m", "clusterdns", "serve", "--state", str(tmp / "state"), *args],
+        # --upstream off: the machine's resolv.conf names a resolver these tests must never reach
+        [sys.executable, "-m", "clusterdns", "serve", "--state", str(tmp / "state"), "--upstream", "off", *args],
         cwd=ROOT,
         env=service_env(),
         capture_output=True,
@@ -111,6 +112,8 @@ class Served:
             str(self.port),
             "--http",
             f"127.0.0.1:{self.http_port}",
+            "--upstream",  # never forward: the machine's resolv.conf names a resolver tests must not reach
+            "off",
             *extra,
         ]
         with open(self.log, "wb") as err:
@@ -360,9 +363,12 @@ def test_missing_zones_directory(tmp_path: Path) -> None:
 # --- worker processes -------------------------------------------------------------------------------------
 
 
-def test_workers_all_answer_and_exit_with_the_parent(start: Callable[..., Served], shipped: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_workers_all_answer_and_exit_with_the_parent(
+    start: Callable[..., Served], shipped: Path, signum: signal.Signals
+) -> None:
     """With --workers 2 each process answers UDP on its own (the other stopped), /metrics counts both,
-    and after SIGINT to the parent the worker is gone too."""
+    and when the parent ends (SIGINT, or killed outright) the worker is gone too."""
     served = start(shipped, "--workers", "2")
     served.wait_ready()
     children = served.children()
@@ -390,8 +396,8 @@ def test_workers_all_answer_and_exit_with_the_parent(start: Callable[..., Served
         f"coredns_dns_requests_total == {sent} (the queries of both processes)",
         every=0.2,
     )
-    served.signal(signal.SIGINT)
-    assert served.wait() == 0
+    served.signal(signum)
+    assert served.wait() == (0 if signum == signal.SIGINT else -signal.SIGKILL)
     until(lambda: exited(worker), 3, f"worker {worker} exits with its parent")
 
 
