@@ -68,7 +68,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from clusterdns.respond import PLAIN_UDP_LIMIT, UDP_LIMIT
+from clusterdns.respond import PLAIN_UDP_LIMIT
+from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 
 __all__ = [
     "DOWN_RETRY",
@@ -217,11 +218,6 @@ def _records(msg: bytes, i: int) -> tuple[_Record, ...]:
     return tuple(records)
 
 
-def _opt(do: bool) -> bytes:
-    """Our OPT record (RFC 6891): root owner, our UDP size, version 0, the client's DO bit."""
-    return b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, 0, 0, 0x8000 if do else 0, 0)
-
-
 @dataclass(frozen=True, slots=True)
 class _Query:
     """A client's query, read once: what routing, the cache and the reply need."""
@@ -234,25 +230,20 @@ class _Query:
     udp_limit: int  # the largest UDP reply the client takes
 
 
-def _header_reply(query: bytes, rcode: int) -> bytes:
-    """A reply of only a header, for a query whose question can't be read."""
-    return query[0:2] + bytes((0x80 | (query[2] & 0x79), rcode | (query[3] & 0x10))) + b"\0" * 8
-
-
 def _read_query(query: bytes) -> _Query | bytes:
     """The query, or the reply to give at once: b"" (nothing) for a response or a runt, NOTIMP for
     an opcode other than QUERY, FORMERR for anything that doesn't parse."""
     if len(query) < 12 or query[2] & 0x80:
         return b""
     if query[2] & 0x78:
-        return _header_reply(query, dns.rcode.NOTIMP)
+        return header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
     try:
         if query[4:6] != b"\x00\x01":
             raise ValueError("not one question")
         qend, labels = _question(query)
         records = _records(query, qend)
     except ValueError:
-        return _header_reply(query, dns.rcode.FORMERR)
+        return header_reply(query, dns.rcode.FORMERR)
     opt = next((r for r in records if r.rtype == _OPT), None)
     payload = flags = 0
     if opt is not None:
@@ -268,7 +259,7 @@ def _error_reply(q: _Query, rcode: int) -> bytes:
     """Our own reply with `rcode`: the question, RD and CD copied, RA set, an OPT if the query had one."""
     head = q.wire[0:2] + bytes((0x80 | (q.wire[2] & 0x01), 0x80 | (q.wire[3] & 0x10) | rcode))
     counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.edns else 0)
-    return head + counts + q.wire[12 : q.qend] + (_opt(q.key[3]) if q.edns else b"")
+    return head + counts + q.wire[12 : q.qend] + (opt_record(q.key[3]) if q.edns else b"")
 
 
 def _fit(q: _Query, msg: bytes | bytearray, tcp: bool) -> bytes:
@@ -281,7 +272,7 @@ def _fit(q: _Query, msg: bytes | bytearray, tcp: bool) -> bytes:
         + bytes((msg[2] | 0x02, msg[3]))
         + counts
         + q.wire[12 : q.qend]
-        + (_opt(q.key[3]) if q.edns else b"")
+        + (opt_record(q.key[3]) if q.edns else b"")
     )
 
 
@@ -360,7 +351,7 @@ def _from_cache(q: _Query, entry: _Entry, elapsed: int) -> bytearray:
         del msg[entry.opt[0] : entry.opt[1]]
         struct.pack_into("!H", msg, 10, arcount - 1)
     elif entry.opt is None and q.edns:
-        msg += _opt(q.key[3])
+        msg += opt_record(q.key[3])
         struct.pack_into("!H", msg, 10, arcount + 1)
     msg[0:2] = q.wire[0:2]
     msg[2] = (msg[2] & 0xFE) | (q.wire[2] & 0x01)
@@ -597,7 +588,7 @@ class Forwarder:
             return await self._forward(query, tcp)
         except Exception:
             log.exception("forwarding failed; replying SERVFAIL to query %s", query.hex())
-            return _header_reply(query, dns.rcode.SERVFAIL) if len(query) >= 12 and not query[2] & 0x80 else b""
+            return header_reply(query, dns.rcode.SERVFAIL) if len(query) >= 12 and not query[2] & 0x80 else b""
 
     async def _forward(self, query: bytes, tcp: bool) -> bytes:
         q = _read_query(query)

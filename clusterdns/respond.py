@@ -25,8 +25,8 @@ import dns.rdatatype
 from clusterdns import wire
 from clusterdns.metrics import BUCKET_BASE_NS, BUCKETS, Stats
 from clusterdns.records import REFUSED, Answer, Zone
+from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 
-UDP_LIMIT = 1232  # DNS flag day 2020: the largest UDP payload we send
 PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
 TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
@@ -121,28 +121,28 @@ class Responder:
         if f1 & 0x80:  # a response: never answer one (reflection loops)
             return None
         if f1 & 0x78:  # opcode != QUERY
-            return _header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
+            return header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
         if query[4] or query[5] != 1:
-            return _header_reply(query, dns.rcode.FORMERR)
+            return header_reply(query, dns.rcode.FORMERR)
         i = 12
         while True:  # the question's name: labels only, no compression
             if i >= n:
-                return _header_reply(query, dns.rcode.FORMERR)
+                return header_reply(query, dns.rcode.FORMERR)
             length = query[i]
             if length == 0:
                 break
             if length > 63:
-                return _header_reply(query, dns.rcode.FORMERR)
+                return header_reply(query, dns.rcode.FORMERR)
             i += length + 1
         qend = i + 5
         if qend > n or i - 12 > 255:
-            return _header_reply(query, dns.rcode.FORMERR)
+            return header_reply(query, dns.rcode.FORMERR)
         edns = False
         payload = do = 0
         if qend != n or query[6:12] != b"\0\0\0\0\0\0":
             opt = _read_opt(query, qend)
             if opt is None:
-                return _header_reply(query, dns.rcode.FORMERR)
+                return header_reply(query, dns.rcode.FORMERR)
             if opt:
                 edns = True
                 payload, version, do = opt
@@ -166,7 +166,7 @@ class Responder:
             entry = self._truncated(entry, limit)
         head = query[0:2] + bytes((entry.f1 | (f1 & 0x01), entry.f2 | (query[3] & 0x10)))
         if edns:
-            return head + entry.counts_opt + query[12:qend] + entry.body + _opt(do), entry.slots
+            return head + entry.counts_opt + query[12:qend] + entry.body + opt_record(do), entry.slots
         return head + entry.counts + query[12:qend] + entry.body, entry.slots
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
@@ -222,11 +222,6 @@ def _question_key(query: bytes) -> bytes:
     return query[12:i].lower() + query[i : i + 5]
 
 
-def _opt(do: int) -> bytes:
-    """Our OPT record: root owner, type 41, our UDP size, extended rcode 0, version 0, DO echoed."""
-    return b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, 0, 0, 0x8000 if do else 0, 0)
-
-
 def _skip_name(msg: bytes, i: int) -> int:
     """The offset after a (possibly compressed) name at `i`; raises IndexError/ValueError if bad."""
     while True:
@@ -267,20 +262,10 @@ def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
     return found if i == len(msg) else None
 
 
-def _header_reply(query: bytes, rcode: int, keep_flags: bool = True) -> bytes:
-    """A reply of only a header: the query's ID and opcode, QR set, RD (and CD) kept unless told not to."""
-    f1 = 0x80 | (query[2] & 0x78)
-    f2 = rcode & 0xF
-    if keep_flags:
-        f1 |= query[2] & 0x01
-        f2 |= query[3] & 0x10
-    return query[0:2] + bytes((f1, f2)) + b"\0" * 8
-
-
 def _badvers(query: bytes, qend: int, do: int) -> bytes:
     """BADVERS (extended rcode 16: 0 in the header, 1 in the OPT) for an EDNS version we don't speak."""
     f1 = 0x80 | (query[2] & 0x01)
-    opt = b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, dns.rcode.BADVERS >> 4, 0, 0x8000 if do else 0, 0)
+    opt = opt_record(do, dns.rcode.BADVERS >> 4)
     return query[0:2] + bytes((f1, query[3] & 0x10)) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + query[12:qend] + opt
 
 
@@ -288,4 +273,4 @@ def servfail(query: bytes) -> bytes | None:
     """SERVFAIL for a query whose handling failed unexpectedly; None when even the header is unusable."""
     if len(query) < 12 or query[2] & 0x80:
         return None
-    return _header_reply(query, dns.rcode.SERVFAIL)
+    return header_reply(query, dns.rcode.SERVFAIL)

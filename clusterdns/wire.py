@@ -27,6 +27,7 @@ A, AAAA, NS, CNAME, SOA, PTR, TXT, SRV = (
     dns.rdatatype.SRV,
 )
 CLASS_IN = 1
+UDP_LIMIT = 1232  # DNS flag day 2020: the largest UDP payload we send, and offer in our OPT
 FLAG_QR = 0x8000
 FLAG_AA = 0x0400
 FLAG_TC = 0x0200
@@ -158,3 +159,20 @@ def encode(question: bytes, answer: Answer, limit: int = 65535) -> bytes:
         flags |= FLAG_TC
     struct.pack_into("!HHHHHH", w.buf, 0, 0, flags, 1, *counts)
     return bytes(w.buf)
+
+
+def opt_record(do: bool | int, ext_rcode: int = 0) -> bytes:
+    """Our OPT record (RFC 6891): root owner, our UDP size, the upper bits of the rcode, version 0, the
+    client's DO bit, no options."""
+    return b"\x00\x00\x29" + struct.pack("!HBBHH", UDP_LIMIT, ext_rcode, 0, 0x8000 if do else 0, 0)
+
+
+def header_reply(query: bytes, rcode: int, keep_flags: bool = True) -> bytes:
+    """A reply of only a header: the query's ID and opcode, QR set, RD and CD kept unless told not to
+    (NOTIMP clears every flag)."""
+    f1 = 0x80 | (query[2] & 0x78)
+    f2 = rcode & 0xF
+    if keep_flags:
+        f1 |= query[2] & 0x01
+        f2 |= query[3] & 0x10
+    return query[0:2] + bytes((f1, f2)) + b"\0" * 8
