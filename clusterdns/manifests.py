@@ -147,26 +147,67 @@ def find_files(zones: str) -> list[str]:
     return found
 
 
-def read_file(path: str) -> FileResult:
-    """Read and parse one manifest file; an unreadable file is a problem, not an exception."""
+def read_file(path: str, loaded: Loaded | None = None) -> FileResult:
+    """Read and parse one manifest file; an unreadable file is a problem, not an exception.
+    `loaded` is what load_file gave for it, when a helper process read it already."""
+    if loaded is None or loaded.text is None:
+        try:
+            st = os.stat(path)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return FileResult(path, problems=(Problem(path, 0, "", "", f"cannot read file: {reason}"),))
+        stamp, raw = (st.st_mtime, st.st_size), None
+    else:
+        text, stamp, raw = loaded.text, loaded.stamp, loaded.raw
+    result = parse_text(text, path, raw)
+    return FileResult(path, result.objects, result.problems, result.notes, stamp)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A file's text and raw documents, as a helper process hands them back (plain data: cheap to pickle)."""
+
+    text: str | None
+    stamp: tuple[float, int]
+    raw: list[Any] | None  # None: a syntax error, or unreadable; read_file does it again and reports it
+
+
+def load_file(path: str) -> Loaded:
+    """The text and raw documents of one file; never raises."""
     try:
         st = os.stat(path)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return FileResult(path, problems=(Problem(path, 0, "", "", f"cannot read file: {reason}"),))
-    result = parse_text(text, path)
-    return FileResult(path, result.objects, result.problems, result.notes, (st.st_mtime, st.st_size))
+    except (OSError, UnicodeDecodeError):
+        return Loaded(None, (0.0, 0), None)
+    try:
+        raw = raw_documents(text, path)
+    except (yaml.YAMLError, ValueError):
+        raw = None
+    return Loaded(text, (st.st_mtime, st.st_size), raw)
 
 
-def parse_text(text: str, path: str) -> FileResult:
-    """Parse one file's text (YAML, or JSON when `path` ends in .json) into objects and problems."""
+def raw_documents(text: str, path: str) -> list[Any]:
+    """The documents of a file's text as plain data (YAML, or JSON when `path` ends in .json): the
+    costly half of parsing, which a helper process can do (see zones.read_files). Raises
+    yaml.YAMLError or ValueError on syntax errors."""
+    if path.endswith(".json"):
+        return [json.loads(text)] if text.strip() else []
+    try:
+        return fastyaml.load_all(text)
+    except fastyaml.Unsupported:
+        return list(yaml.load_all(text, Loader=_Loader))
+
+
+def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
+    """Parse one file's text into objects and problems; `raw` is its raw_documents when known."""
     objects: list[Object] = []
     problems: list[Problem] = []
     notes: list[Problem] = []
     try:
-        docs = list(_documents(text, path))
+        docs = list(_documents(text, path, raw))
     except (yaml.YAMLError, ValueError) as exc:
         chunks = _split_documents(text) if not path.endswith(".json") else []
         if len(chunks) < 2:
@@ -237,17 +278,11 @@ def _with_source(obj: Object, source: Source) -> Object:
 _DOC_MARKER = re.compile(r"^---(?:[ \t]|$)", re.MULTILINE)
 
 
-def _documents(text: str, path: str) -> Iterator[_Doc]:
+def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_Doc]:
     """Yield each non-empty document (and each item of a List) with its line."""
-    if path.endswith(".json"):
-        raw: list[Any] = [json.loads(text)] if text.strip() else []
-        starts = [1]
-    else:
-        try:
-            raw = fastyaml.load_all(text)
-        except fastyaml.Unsupported:
-            raw = list(yaml.load_all(text, Loader=_Loader))
-        starts = _document_lines(text, len(raw))
+    if raw is None:
+        raw = raw_documents(text, path)
+    starts = [1] if path.endswith(".json") else _document_lines(text, len(raw))
     owner: list[Any] = []
     for index, data in enumerate(raw):
         if data is None:
