@@ -37,6 +37,7 @@ from clusterdns.model import (
 )
 
 ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")
+AGED_KINDS = ("Service", "Namespace", "Pod", "Endpoints")
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 # Locates a field of an object declared at Source: returns its line, or 0. Given by the I/O layer.
@@ -235,7 +236,10 @@ def build(
         for i in range(w.replicas):
             name_claims.append((f"{w.namespace}/{w.kind}/{prefix}/{i}", space, None))
 
-    seen_claims: list[Claim] = [(f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects]
+    # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
+    seen_claims: list[Claim] = [
+        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS
+    ]
     seen_claims += [
         (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services if s.source and s.source.line == 0
     ]
@@ -318,6 +322,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     # another network, a hostNetwork Pod); it must only be unique. Other Pods get one from the CIDR.
     anywhere = ["0.0.0.0/0", "::/0"]
     spaces = {v: IPSpace(c, anywhere, "IP") for v, c in nets.items()}
+    families = [(v, f" IPv{v}", spaces[v]) for v in versions]
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
     owners: list[tuple[Pod, list[str]]] = []  # each Pod that takes pod-network IPs, with its claims
@@ -327,18 +332,18 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
             b.problem(pod, (), f"duplicate Pod name; the one at {kept[key].source} is used")
             continue
         kept[key] = pod
-        if pod.spec.host_network and pod.ips:
+        if pod.ips and pod.spec.host_network:
             continue
+        base = f"{pod.namespace}/{pod.name}"
         mine = []
-        for version in versions:
+        for version, suffix, space in families:
             wish = None
             if pod.ips:
                 wish = next((ip for ip in pod.ips if _version(ip) == version), None)
                 if wish is None:
                     continue
-            owner = f"{pod.namespace}/{pod.name} IPv{version}"
-            claims.append((owner, spaces[version], wish))
-            mine.append(owner)
+            claims.append((base + suffix, space, wish))
+            mine.append(base + suffix)
         owners.append((pod, mine))
     results, created = b.store.allocate({"pod-ip": claims}, b.now)
     got_ips = results["pod-ip"]
@@ -586,11 +591,14 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
     others = [(k, v) for k, v in svc.selector.items() if candidates is not index.get((svc.namespace, k, v))]
     eps: list[Endpoint] = []
     shared: dict[tuple[int | None, ...], tuple[EndpointPort, ...]] = {}  # one tuple per distinct resolution
+    resolved: dict[int, tuple[int | None, ...]] = {}  # by id of the PodSpec, which replicas share
     for pod in sorted(candidates or (), key=_by_name):
         labels = pod.labels
         if others and any(labels.get(k) != v for k, v in others):
             continue
-        numbers = tuple([_resolve_target_port(sp, pod) for sp in svc.ports])
+        numbers = resolved.get(id(pod.spec))
+        if numbers is None:
+            numbers = resolved[id(pod.spec)] = tuple([_resolve_target_port(sp, pod) for sp in svc.ports])
         ports = shared.get(numbers)
         if ports is None:
             ports = tuple(
@@ -602,7 +610,7 @@ def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[
         hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
         ready = pod.ready or svc.publish_not_ready_addresses
         for ip in pod.ips:
-            if versions and _version(ip) not in versions:
+            if versions and (6 if ":" in ip else 4) not in versions:
                 continue
             eps.append(Endpoint(ip, ports, ready, hostname, pod.spec.node_name, pod.name))
     return eps

@@ -90,9 +90,7 @@ def write_to_answer(zones: str, state: str, changes: int) -> tuple[float, list[f
         for k in range(changes):
             write_change(zones, k)
             written = time.perf_counter()
-            times.append(
-                _wait_answer(port, f"changed-{k}.default.svc.cluster.local", f"10.0.0.{k + 20}", 10) - written
-            )
+            times.append(_wait_answer(port, f"changed-{k}.default.svc.cluster.local", f"10.0.0.{k + 20}", 10) - written)
         return ready, times
     finally:
         proc.terminate()
