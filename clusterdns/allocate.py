@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -141,13 +142,19 @@ class IPSpace:
         return f"{value}: provided {self.what} is not in the valid range. The range of valid IPs is {ranges}"
 
     def candidates(self, owner: str) -> Iterator[str]:
+        """Every usable address once, in an order drawn from the owner's name: double hashing (a start,
+        and a step coprime with the range) keeps probes short even in a nearly full range."""
         if self.size <= 0:
             return
         version, base = self.net.version, int(self.net.network_address) + 1
         dynamic = self.size - self.static_band
         start = _hash(owner) % dynamic
+        step = 1 + _hash(owner, 1) % max(1, dynamic - 1)
+        while math.gcd(step, dynamic) != 1:
+            step += 1
+        first = base + self.static_band
         for i in range(dynamic):
-            yield _ip_text(version, base + self.static_band + (start + i) % dynamic)
+            yield _ip_text(version, first + (start + i * step) % dynamic)
         for i in range(self.static_band):
             yield _ip_text(version, base + i)
 

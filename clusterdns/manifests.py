@@ -832,6 +832,8 @@ def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
 
 
 def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> tuple[Container, ...]:
+    if key not in spec and not required:
+        return ()
     out: list[Container] = []
     names: set[str] = set()
     items = list(_items(spec, key, path))
@@ -844,25 +846,34 @@ def _containers(spec: dict[str, Any], key: str, path: Path, required: bool) -> t
             raise ManifestError((*p, "name"), f"duplicate container name {name!r}")
         names.add(name)
         ports = []
-        for pp, port in _items(item, "ports", p):
-            port_name = _str(port, "name", pp)
-            if port_name:
-                _check((*pp, "name"), port_name_error(port_name))
-            ports.append(ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp)))
+        if "ports" in item:
+            for pp, port in _items(item, "ports", p):
+                port_name = _str(port, "name", pp)
+                if port_name:
+                    _check((*pp, "name"), port_name_error(port_name))
+                ports.append(ContainerPort(port_name, _port_number(port, "containerPort", pp), _protocol(port, pp)))
         out.append(
             Container(
-                name=name,
-                image=_str(item, "image", p),
-                ports=tuple(ports),
-                env=tuple(_env_var(ep, e) for ep, e in _items(item, "env", p)),
-                env_from=tuple(_env_from(ep, e) for ep, e in _items(item, "envFrom", p)),
-                resources={
-                    k: {str(rk): str(rv) for rk, rv in _map(_map(item, "resources", p), k, (*p, "resources")).items()}
-                    for k in ("limits", "requests")
-                },
+                name,
+                _str(item, "image", p),
+                tuple(ports),
+                tuple(_env_var(ep, e) for ep, e in _items(item, "env", p)) if "env" in item else (),
+                tuple(_env_from(ep, e) for ep, e in _items(item, "envFrom", p)) if "envFrom" in item else (),
+                _resources(item, p) if "resources" in item else _NO_RESOURCES,
             )
         )
     return tuple(out)
+
+
+_NO_RESOURCES: Mapping[str, Mapping[str, str]] = {"limits": {}, "requests": {}}
+
+
+def _resources(item: dict[str, Any], path: Path) -> dict[str, dict[str, str]]:
+    resources = _map(item, "resources", path)
+    return {
+        k: {str(rk): str(rv) for rk, rv in _map(resources, k, (*path, "resources")).items()}
+        for k in ("limits", "requests")
+    }
 
 
 def _env_var(path: Path, item: dict[str, Any]) -> EnvVar:

@@ -169,6 +169,8 @@ async def chase(forwarder: Forwarder, responder: Responder, query: bytes, target
         return ours.to_wire()
     ours.set_rcode(theirs.rcode())
     ours.answer.extend(theirs.answer)
+    if not theirs.answer:  # a denial: its SOA lets clients cache it (RFC 2308)
+        ours.authority.extend(theirs.authority)
     ours.flags &= ~dns.flags.AA  # part of the answer is not ours
     ours.flags |= dns.flags.RA  # and we recursed for it
     limit = 65535 if tcp else max(512, min(ours.payload, 1232)) if ours.edns >= 0 else 512

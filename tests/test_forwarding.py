@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_forward import Daemon, Daemons, free_port
 from test_serve import ROOT, metric, service_env, until
 
-NOERROR, NXDOMAIN, SERVFAIL, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL, dns.rcode.REFUSED
+NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
 READY_WITHIN = 10.0  # seconds for a clusterdns to answer its first query
 FORWARD_BOUND = 2.0 * 2  # Forwarder's default timeout x attempts: the longest a forwarded query may wait
 
@@ -53,6 +53,14 @@ MANIFESTS = {
         spec:
           type: ExternalName
           externalName: db.example.test
+        ---
+        # Its target does not exist in the corp.test stub domain (BIND answers NXDOMAIN).
+        apiVersion: v1
+        kind: Service
+        metadata: {name: gone}
+        spec:
+          type: ExternalName
+          externalName: missing.corp.test
         """
 }
 WEB = "web.default.svc.cluster.local."
@@ -66,13 +74,8 @@ DNSMASQ = [
     "address=/db.example.test/192.0.2.20",
     "ptr-record=7.2.0.192.in-addr.arpa,www.example.test",
 ]
-CORP_ZONE = (
-    "$TTL 300\n"
-    "@ IN SOA ns hostmaster 1 3600 600 86400 30\n"
-    "@ NS ns\n"
-    "ns A 127.0.0.1\n"
-    "www 120 A 192.0.2.30\n" + "".join(f"big A 192.0.2.{i}\n" for i in range(1, 41))  # 40 records: 671 bytes, over 512
-)
+BIG_RECORDS = "".join(f"big A 192.0.2.{i}\n" for i in range(1, 41))  # 40 records: 671 bytes, over 512
+CORP_ZONE = "$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 127.0.0.1\nwww 120 A 192.0.2.30\n"
 BIG = sorted(f"big.corp.test. 300 IN A 192.0.2.{i}" for i in range(1, 41))
 CACHE_ZONE = "$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 127.0.0.1\nttl60 60 A 192.0.2.60\n"
 
@@ -165,7 +168,7 @@ def dnsmasq(resolvers: Daemons) -> Daemon:
 @pytest.fixture(scope="module")
 def bind(resolvers: Daemons) -> Daemon:
     """The corp.test stub domain's upstream: BIND, UDP answers cut at 512 bytes, every query logged."""
-    return resolvers.named({"corp.test": CORP_ZONE})
+    return resolvers.named({"corp.test": CORP_ZONE + BIG_RECORDS})
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +288,17 @@ def test_external_name_outside_the_cluster(served: Clusterdns, dnsmasq: Daemon) 
     assert logged(dnsmasq, "db.example.test") == ["A"]  # the TCP query's A came from the cache
 
 
+def test_external_name_target_missing(served: Clusterdns) -> None:
+    """An ExternalName whose outside target does not exist: NXDOMAIN (the chain's end decides, RFC 6604)
+    with the CNAME, and the upstream's SOA in authority so that the denial can be cached (RFC 2308 2.1)."""
+    check(
+        served.ask("gone.default.svc.cluster.local."),
+        NXDOMAIN,
+        ["gone.default.svc.cluster.local. 5 IN CNAME missing.corp.test."],
+        ["corp.test. 30 IN SOA ns.corp.test. hostmaster.corp.test. 1 3600 600 86400 30"],
+    )
+
+
 def test_truncating_upstream(served: Clusterdns, bind: Daemon) -> None:
     """A truncated upstream answer is asked again over TCP; a client without EDNS gets TC=1 over UDP (671
     bytes don't fit its 512), an EDNS client the whole answer over UDP, and TCP the whole answer."""
@@ -338,7 +352,7 @@ def test_silent_upstream(start: Start) -> None:
 
         def timed(over_tcp: bool) -> tuple[str, bool]:
             started = time.monotonic()
-            rcode = server.rcode(f"silent-{over_tcp}.example.test.", tcp=over_tcp)
+            rcode = server.rcode(f"silent-{'tcp' if over_tcp else 'udp'}.example.test.", tcp=over_tcp)
             return rcode, time.monotonic() - started < FORWARD_BOUND + 0.5
 
         with ThreadPoolExecutor(2) as pool:  # both at once: each waits out the whole bound

@@ -55,14 +55,16 @@ def generate(directory: str, services: int, pods: int, shape: str) -> None:
                     f"---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\n  namespace: {ns}\n"
                     f"spec:\n  replicas: {per_service}\n  selector:\n    matchLabels:\n      app: app-{i}\n"
                     f"  template:\n    metadata:\n      labels:\n        app: app-{i}\n    spec:\n"
-                    f"      containers:\n      - name: app\n        image: nginx\n        ports:\n"
+                    f"      containers:\n      - name: app\n        image: registry.example/app-{i}:1.{i % 7}\n"
+                    f"        ports:\n"
                     f"        - name: http\n          containerPort: 8080\n"
                 )
             else:
                 for j in range(per_service):
                     out.append(
                         f"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: app-{i}-{j}\n  namespace: {ns}\n"
-                        f"  labels:\n    app: app-{i}\nspec:\n  containers:\n  - name: app\n    image: nginx\n"
+                        f"  labels:\n    app: app-{i}\nspec:\n  containers:\n  - name: app\n"
+                        f"    image: registry.example/app-{i}:1.{i % 7}\n"
                         f"    ports:\n    - name: http\n      containerPort: 8080\n"
                     )
         with open(os.path.join(directory, f"cluster-{start // chunk:03d}.yaml"), "w") as f:
