@@ -239,6 +239,12 @@ class Daemon:
                 [((server, "success"), answered - misses)],
             )
             out["coredns_cache_misses"] = ("counter", "The count of cache misses.", ("server",), [((server,), misses)])
+            out["clusterdns_process_queries"] = (
+                "counter",
+                "Queries answered per process (0: the main one; others: --workers).",
+                ("process",),
+                [((str(i),), n) for i, n in enumerate(self.stats.per_process())],
+            )
             fw = self.forwarder.stats if self.forwarder is not None else None
             if fw is not None:  # the forwarded-answer cache, beside the answer cache
                 out["coredns_cache_entries"][3].append(((server, "forward"), fw.cache_entries))

@@ -114,6 +114,14 @@ class Stats:
         self.count(self.slots(len(self.zones) - 1, qtype, rcode), tcp, elapsed_ns)
         self.counts[self.forward_slot] += 1
 
+    def per_process(self) -> list[int]:
+        """Queries answered by each process (0: the main one), as last published."""
+        out = []
+        for p in range(self.processes):
+            block = self.counts if p == self.index else self.shared[p * self.block : (p + 1) * self.block]
+            out.append(sum(block[: self.requests]))
+        return out
+
     def totals(self) -> list[int]:
         """Every counter summed: this process' own, and what the other processes last published."""
         out = list(self.counts)

@@ -81,7 +81,7 @@ class QueryLog:
                 "type": dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype)) if qtype else "",
                 "rcode": dns.rcode.to_text(dns.rcode.Rcode.make(rcode)),
                 "answers": answers,
-                "duration": round(elapsed_ns / 1e9, 6),
+                "duration": round(elapsed_ns / 1e9, 9),
                 "size": len(reply),
             },
             separators=(",", ":"),

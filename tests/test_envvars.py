@@ -13,9 +13,7 @@ from clusterdns.envvars import EnvError, container_env, format_env, service_env
 from clusterdns.manifests import parse_text
 from clusterdns.registry import Config, Registry, build
 
-DUAL_STACK = Config(
-    service_cidrs=("10.0.0.0/16", "fd00:10::/108"), pod_cidrs=("10.244.0.0/16", "fd00:244::/64")
-)
+DUAL_STACK = Config(service_cidrs=("10.0.0.0/16", "fd00:10::/108"), pod_cidrs=("10.244.0.0/16", "fd00:244::/64"))
 
 
 def registry_of(tmp_path: Path, text: str, config: Config | None = None) -> Registry:
@@ -175,9 +173,7 @@ def test_which_services(tmp_path: Path, namespace: str, service_links: bool, lin
         ("shop", True, "10.0.0.1", "443"),
     ],
 )
-def test_kubernetes_precedence(
-    tmp_path: Path, namespace: str, service_links: bool, host: str, port: str
-) -> None:
+def test_kubernetes_precedence(tmp_path: Path, namespace: str, service_links: bool, host: str, port: str) -> None:
     """The namespace's own kubernetes Service (with a cluster IP) replaces default/kubernetes, links on."""
     env = service_env(registry_of(tmp_path, SELECTION), namespace, service_links)
     assert env["KUBERNETES_SERVICE_HOST"] == host
@@ -371,9 +367,7 @@ status:
 """
 
 
-def env_of(
-    tmp_path: Path, spec: str, extra: str = "", allocatable: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def env_of(tmp_path: Path, spec: str, extra: str = "", allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of container app of Pod default/web built from `spec` (and `extra`) beside SOURCES."""
     registry = registry_of(tmp_path, SOURCES + pod(spec, extra), DUAL_STACK)
     web = registry.pods[("default", "web")]
@@ -602,9 +596,7 @@ MULTI = """  - name: side
     env: [{name: WHO, value: setup}]"""
 
 
-@pytest.mark.parametrize(
-    ("name", "who"), [(None, "app"), ("app", "app"), ("side", "side"), ("setup", "setup")]
-)
+@pytest.mark.parametrize(("name", "who"), [(None, "app"), ("app", "app"), ("side", "side"), ("setup", "setup")])
 def test_container_choice(tmp_path: Path, name: str | None, who: str) -> None:
     """The first container by default, else the one named, init containers included."""
     registry = registry_of(tmp_path, SOURCES + pod("env: [{name: WHO, value: app}]", MULTI))
@@ -616,10 +608,7 @@ def test_unknown_container(tmp_path: Path) -> None:
     registry = registry_of(tmp_path, SOURCES + pod("image: nginx", MULTI))
     with pytest.raises(EnvError) as info:
         container_env(registry, registry.pods[("default", "web")], "nope")
-    assert (
-        str(info.value)
-        == "Pod default/web: no container named 'nope'; its containers are app, side, setup (init)"
-    )
+    assert str(info.value) == "Pod default/web: no container named 'nope'; its containers are app, side, setup (init)"
 
 
 FIELD_PATHS = (
@@ -676,8 +665,7 @@ env:
         ),
         (
             "env: [{name: A, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 0}}}]",
-            "env[0].valueFrom.resourceFieldRef: divisor must be a positive quantity such as 1, 1m or 1Mi, "
-            "got '0'",
+            "env[0].valueFrom.resourceFieldRef: divisor must be a positive quantity such as 1, 1m or 1Mi, got '0'",
         ),
         (
             "resources: {limits: {cpu: lots}}\n"

@@ -494,9 +494,7 @@ def test_get_table_nothing_found(tmp_path: Path, resource: str, namespace: str |
         ("foo", None, "shop", 'error: the server doesn\'t have a resource type "foo"'),
     ],
 )
-def test_get_errors(
-    shop: Registry, resource: str, name: str | None, namespace: str | None, message: str
-) -> None:
+def test_get_errors(shop: Registry, resource: str, name: str | None, namespace: str | None, message: str) -> None:
     """Unknown names and resources fail with kubectl's messages, for tables and objects alike."""
     with pytest.raises(KubectlError) as table_error:
         get_table(shop, resource, name, namespace, False, NOW)
@@ -682,9 +680,7 @@ def test_pod_object(shop: Registry) -> None:
             "labels": {"app": "web"},
         },
         "spec": {
-            "containers": [
-                {"image": "nginx", "name": "app", "ports": [{"containerPort": 8080, "protocol": "TCP"}]}
-            ],
+            "containers": [{"image": "nginx", "name": "app", "ports": [{"containerPort": 8080, "protocol": "TCP"}]}],
             "nodeName": "node-a",
             "serviceAccountName": "default",
         },

@@ -1,0 +1,118 @@
+"""The fast block-YAML reader gives exactly what PyYAML gives, or steps aside (Unsupported)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clusterdns import fastyaml
+from clusterdns.manifests import find_files, parse_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SAME = [
+    "a: 1\nb: yes\nc: '010'\nd: 010\ne: 0x1F\nf: 1.5\ng: ~\nh:\ni: 2001-12-14\nj: on\nk: 1_000\n",
+    "- a\n- b: 1\n  c: 2\n-\n  - x\n- - y\n  - z\n",
+    "a:\n- 1\n- 2\nb: x # c\nc: \"q # r\"\nd: 'it''s'\n",
+    "a:\n  b:\n    c: 1\n  d: 2\ne: 3\n",
+    "-   name: a\n    port: 1\n-   name: b\n",
+    "'a b': 1\n\"c\": 2\n",
+    "a: 12:30\nb: .inf\nc: +1\nd: -.5\ne: 0b101\nf: 'yes'\ng: -1\n",
+    "a: b#c\nd: e #f\n",
+    "a:  \n  - 1\n",
+    "a: {}\nb: []\nc: [ ]\n",
+    "foo:bar: 1\nhttp://x: y\n",
+    'a: ["sh", "-c", "x; y"]\nb: [1, b, \'c d\', yes]\nc: ["x, y", z]\nd: [a,]\n',
+    "# only a comment\n",
+    "",
+    "---\n---\na: 1\n---\n",
+    "# c\n---\na: 1\n---\nb: 2\n",
+    "kind: Service\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\nspec:\n  ports:\n"
+    "  - port: 80\n    targetPort: http\n",
+]
+
+UNSUPPORTED = [
+    "a: |\n  x\n",  # block scalar
+    "a: >\n  x\n",
+    "a: &x 1\nb: *x\n",  # anchors
+    "a: !!str 1\n",  # tags
+    "a: b\n  c\n",  # a plain scalar over two lines
+    "a: [1, [2]]\n",  # nested flow
+    "a: {b: 1}\n",  # flow mapping
+    'a: "x\\ny"\n',  # escapes
+    "x\n",  # a scalar document
+    "%YAML 1.1\n---\na: 1\n",  # directive
+    "a: 1\n...\n",  # document end
+    "a:\tb\n",  # tab
+    "? a\n: b\n",  # complex key
+    "<<: {a: 1}\n",
+]
+
+
+@pytest.mark.parametrize("text", SAME)
+def test_same_as_pyyaml(text: str) -> None:
+    """What the fast reader reads, it reads exactly as PyYAML's safe loader does."""
+    assert fastyaml.load_all(text) == list(yaml.safe_load_all(text))
+
+
+@pytest.mark.parametrize("text", UNSUPPORTED)
+def test_steps_aside(text: str) -> None:
+    """YAML outside the block subset raises Unsupported, so the caller reads it with PyYAML."""
+    with pytest.raises(fastyaml.Unsupported):
+        fastyaml.load_all(text)
+
+
+@pytest.mark.parametrize("text", ["k: v: w\n", "a: 'x'y\n", "a: - 1\n", "a:\n  b: 1\n c: 2\n"])
+def test_errors_left_to_pyyaml(text: str) -> None:
+    """Text PyYAML rejects is never accepted by the fast reader: it steps aside, PyYAML reports."""
+    with pytest.raises(yaml.YAMLError):
+        list(yaml.safe_load_all(text))
+    with pytest.raises(fastyaml.Unsupported):
+        fastyaml.load_all(text)
+
+
+def test_shipped_zones_read_alike() -> None:
+    """Every shipped manifest gives the same documents through either reader."""
+    files = find_files(str(ROOT / "zones"))
+    assert files
+    for path in files:
+        text = Path(path).read_text()
+        try:
+            fast = fastyaml.load_all(text)
+        except fastyaml.Unsupported:
+            continue
+        assert fast == list(yaml.safe_load_all(text)), path
+
+
+def _bench_generator() -> object:
+    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "tests" / "bench" / "bench_load.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_load", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("shape", ["pods", "deployments"])
+def test_generated_cluster_reads_alike(tmp_path: Path, shape: str) -> None:
+    """The benchmark's generated manifests read the same through the fast reader and PyYAML."""
+    bench = _bench_generator()
+    bench.generate(str(tmp_path), 200, 600, shape)  # type: ignore[attr-defined]
+    for path in sorted(tmp_path.iterdir()):
+        text = path.read_text()
+        assert fastyaml.load_all(text) == list(yaml.safe_load_all(text)), path
+
+
+def test_fallback_gives_the_same_objects(tmp_path: Path) -> None:
+    """A file the fast reader steps aside from still loads, through PyYAML, to the same objects."""
+    plain = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n"
+    flowing = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n"
+    with pytest.raises(fastyaml.Unsupported):
+        fastyaml.load_all(flowing)
+    a = parse_text(plain, str(tmp_path / "a.yaml"))
+    b = parse_text(flowing, str(tmp_path / "a.yaml"))
+    assert [o for o in a.objects] == [o for o in b.objects]
