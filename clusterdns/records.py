@@ -7,7 +7,6 @@ specification 1.1.0 say. Every negative answer carries the zone's SOA in the aut
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ class Answer:
     authority: tuple[RR, ...] = ()
     additional: tuple[RR, ...] = ()
     authoritative: bool = True
-    zone: str = ""  # the zone that answered ("" when none did), for metrics
     chase: str = ""  # a CNAME target outside our zones whose records belong after the answer (upstream's)
 
 
@@ -153,15 +151,19 @@ class Zone:
         """Answer a question; `labels` is the lower-cased name, nearest the root last."""
         n = len(self.labels)
         if labels[-n:] == self.labels and len(labels) >= n:
-            return dataclasses.replace(self._in_zone(labels, labels[:-n], qtype, 0), zone=self.domain)
+            return self._in_zone(labels, labels[:-n], qtype, 0)
         if labels[-2:] in (("in-addr", "arpa"), ("ip6", "arpa")):
-            answer = self._reverse(labels, qtype)
-            return answer if answer is REFUSED else dataclasses.replace(answer, zone=".".join(labels[-2:]))
+            return self._reverse(labels, qtype)
         return REFUSED
 
-    def zone_index(self, answer: Answer) -> int:
-        """The answer's zone as an index into metrics.zone_labels(domain)."""
-        return {self.domain: 0, "in-addr.arpa": 1, "ip6.arpa": 2}.get(answer.zone, 3)
+    def zone_index(self, labels: tuple[str, ...], answer: Answer) -> int:
+        """The zone that answered (an index into metrics.zone_labels(domain)); 3 when none did."""
+        if answer is REFUSED:
+            return 3
+        n = len(self.labels)
+        if labels[-n:] == self.labels:
+            return 0
+        return 2 if labels[-2:] == ("ip6", "arpa") else 1
 
     def _in_zone(self, labels: tuple[str, ...], rel: tuple[str, ...], qtype: int, depth: int) -> Answer:
         name = ".".join(labels)

@@ -172,10 +172,10 @@ class Responder:
     def _miss(self, key: bytes, name_length: int) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
         ours = True
+        labels: list[str] = []
         if qclass != 1 or qtype in _ZONE_TRANSFER:
             answer = REFUSED
         else:
-            labels = []
             i = 0
             while key[i]:
                 labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
@@ -184,7 +184,7 @@ class Responder:
             ours = answer is not REFUSED
         slots = (0, 0, 0)
         if self.stats is not None:
-            slots = self.stats.slots(self.zone.zone_index(answer), qtype, answer.rcode)
+            slots = self.stats.slots(self.zone.zone_index(tuple(labels), answer), qtype, answer.rcode)
             if ours or not self.forwarding:  # forwarded names are counted by the forwarder's cache
                 self.stats.counts[self.stats.miss_slot] += 1
         self.misses += 1

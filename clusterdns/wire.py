@@ -38,13 +38,20 @@ class _Writer:
         self.buf = bytearray(12)
         self.suffixes: dict[tuple[str, ...], int] = {}
         self.added: list[tuple[str, ...]] = []  # suffixes registered since the last mark
-        self.name(".".join(_labels_of(question)))  # the question's name, registered for pointers
-        del self.buf[12:]
+        labels = _labels_of(question)  # the question's name: every suffix of it is a pointer target
+        offset = 12
+        for j, label in enumerate(labels):
+            self.suffixes[labels[j:]] = offset
+            offset += len(label) + 1
+        self.qname = ".".join(labels)
         self.buf += question
 
     def name(self, name: str, compress: bool = True) -> None:
         """Write a name, ending in a pointer to the longest suffix already written when `compress`;
         every suffix written here becomes a pointer target for later names."""
+        if compress and name == self.qname and name:  # most owners are the question's name
+            self.buf += b"\xc0\x0c"
+            return
         labels = tuple(name.split(".")) if name else ()
         pointer, cut = None, len(labels)
         if compress:
