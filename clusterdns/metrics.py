@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import mmap
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -57,7 +58,17 @@ def rcode_index(rcode: int) -> int:
 
 
 class Stats:
-    """Counters for `processes` processes; `zones` are the zone label values (the last is ".")."""
+    """Counters for `processes` processes; `zones` are the zone label values (the last is ".").
+
+    Requests and responses are counted exactly: answers from the answer cache by a counter in their
+    cache entry (`live` reads them at scrape time), everything else here. The duration histogram
+    observes every answer that had to be built and every forwarded one, but cached answers only when
+    `tick` is set, which a timer thread does every TICK seconds: reading the clock twice for each cached
+    answer would cost the answer path far more than the few percent counting may take. Its _count is
+    therefore smaller than the request count; its quantiles are those of the sample.
+    """
+
+    TICK = 0.01
 
     def __init__(self, zones: tuple[str, ...], processes: int = 1) -> None:
         self.zones = zones
@@ -71,17 +82,49 @@ class Stats:
         self._map = mmap.mmap(-1, 8 * self.block * processes)  # anonymous and MAP_SHARED: kept across fork
         self.shared = memoryview(self._map).cast("Q")
         self.counts = [0] * self.block  # this process' counters: list items are the cheapest to bump
+        self.tick = True  # observe the duration of the next cached answer
+        self.live: Callable[[], list[tuple[int, int, int]]] | None = None  # (slot, udp, tcp) of cache entries
+        self.retired: list[int] = [0] * self.block  # entry counts of answer caches no longer in use
         self.index = 0  # this process' block in `shared`
 
     def use_block(self, index: int) -> None:
         """In a worker process: count from zero into block `index`, published by `publish()`."""
         self.index = index
         self.counts = [0] * self.block
+        self.retired = [0] * self.block
 
     def publish(self) -> None:
         """Copy this process' counters into its shared block (workers do so every second)."""
         start = self.index * self.block
-        self.shared[start : start + self.block] = array.array("Q", self.counts)
+        self.shared[start : start + self.block] = array.array("Q", self.local())
+
+    def attach(self, live: Callable[[], list[tuple[int, int, int]]]) -> None:
+        """Count a new answer cache's entries from now on, keeping the counts of the one it replaces."""
+        if self.live is not None:
+            for slot, udp, tcp in self.live():
+                self.retired[slot] += udp
+                self.retired[slot + 1] += tcp
+        self.live = live
+
+    def local(self) -> list[int]:
+        """This process' counters: its own, the retired caches', and the live cache entries'."""
+        out = [a + b for a, b in zip(self.counts, self.retired, strict=True)]
+        if self.live is not None:
+            for slot, udp, tcp in self.live():
+                out[slot] += udp
+                out[slot + 1] += tcp
+        return out
+
+    def run_ticker(self, publish: bool) -> None:
+        """Set `tick` every TICK seconds (and publish every second): start in a daemon thread."""
+        n = 0
+        while True:
+            time.sleep(self.TICK)
+            self.tick = True
+            n += 1
+            if publish and n * self.TICK >= 1:
+                n = 0
+                self.publish()
 
     def slot(self, zone: int, qtype: int, rcode: int) -> int:
         """The request counter of (zone, type, rcode) over UDP; +1 is the TCP one."""
@@ -95,10 +138,14 @@ class Stats:
         return self.requests + self.histogram + zone * len(TYPES) + qtype
 
     def count(self, slots: tuple[int, int, int], tcp: bool, elapsed_ns: int) -> None:
-        """Count one answered query: `slots` are (slot, timing, sum_slot) of its zone, type and rcode.
-        (Responder.respond inlines this for cached answers.)"""
+        """Count one answered query and observe its duration: `slots` are (slot, timing, sum_slot) of
+        its zone, type and rcode."""
+        self.counts[slots[0] + tcp] += 1
+        self.observe(slots, elapsed_ns)
+
+    def observe(self, slots: tuple[int, int, int], elapsed_ns: int) -> None:
+        """Put one duration into the histogram (and restart the count to the next sampled answer)."""
         c = self.counts
-        c[slots[0] + tcp] += 1
         bucket = (elapsed_ns // BUCKET_BASE_NS).bit_length()
         c[slots[1] + (bucket if bucket < BUCKETS else BUCKETS)] += 1
         c[slots[2]] += elapsed_ns
@@ -117,14 +164,15 @@ class Stats:
     def per_process(self) -> list[int]:
         """Queries answered by each process (0: the main one), as last published."""
         out = []
+        mine = self.local()
         for p in range(self.processes):
-            block = self.counts if p == self.index else self.shared[p * self.block : (p + 1) * self.block]
+            block = mine if p == self.index else self.shared[p * self.block : (p + 1) * self.block]
             out.append(sum(block[: self.requests]))
         return out
 
     def totals(self) -> list[int]:
         """Every counter summed: this process' own, and what the other processes last published."""
-        out = list(self.counts)
+        out = self.local()
         for p in range(self.processes):
             if p == self.index:
                 continue

@@ -23,7 +23,7 @@ import dns.rcode
 import dns.rdatatype
 
 from clusterdns import wire
-from clusterdns.metrics import BUCKET_BASE_NS, BUCKETS, Stats
+from clusterdns.metrics import Stats
 from clusterdns.records import REFUSED, Answer, Zone
 from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 
@@ -51,6 +51,7 @@ class _Entry:
     heads: tuple[bytes, ...] = ()  # header bytes 2-12 for each (RD, CD) of the query: index RD | CD << 1
     slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
     forward: bool = False  # ask upstream (when the client may recurse), else answer with this entry
+    hits: list[int] = field(default_factory=lambda: [0, 0])  # answered from here over UDP, TCP
     truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
 
 
@@ -74,6 +75,18 @@ class Responder:
         self.cache: dict[bytes, _Entry] = {}
         self.misses = 0
         self._other = stats.slots(len(stats.zones) - 1, 0, 0) if stats else (0, 0, 0)
+        if stats is not None:
+            stats.attach(self.hit_counts)
+
+    def hit_counts(self) -> list[tuple[int, int, int]]:
+        """(counter slot, UDP, TCP) answers given from each cache entry, for Stats."""
+        out = []
+        for entry in list(self.cache.values()):  # a copy: the answer thread may add entries meanwhile
+            for e in (entry, *entry.truncated.values()):
+                udp, tcp = e.hits
+                if udp or tcp:
+                    out.append((e.slots[0], udp, tcp))
+        return out
 
     def respond(self, query: bytes, tcp: bool = False, forward: bool = True) -> bytes | None:
         """The reply to one DNS message, or None when it must be dropped, or FORWARD (compare with `is`)
@@ -81,7 +94,8 @@ class Responder:
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
         stats = self.stats
-        started = perf_counter_ns() if stats is not None else 0
+        # Cached answers are counted in their entry; their durations only when the ticker asks (Stats).
+        started = perf_counter_ns() if stats is not None and stats.tick else 0
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
@@ -89,14 +103,13 @@ class Responder:
                 if entry.forward and forward:
                     return FORWARD
                 reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
-                if stats is not None:  # Stats.count, inlined: this is the path of nearly every query
-                    c, (slot, timing, total) = stats.counts, entry.slots
-                    elapsed = perf_counter_ns() - started
-                    c[slot + tcp] += 1
-                    bucket = (elapsed // BUCKET_BASE_NS).bit_length()
-                    c[timing + (bucket if bucket < BUCKETS else BUCKETS)] += 1
-                    c[total] += elapsed
+                entry.hits[tcp] += 1
+                if started and stats is not None:
+                    stats.tick = False
+                    stats.observe(entry.slots, perf_counter_ns() - started)
                 return reply
+        if stats is not None and not started:
+            started = perf_counter_ns()
         answered, slots = self._respond(query, tcp, forward)
         if answered is FORWARD:
             return FORWARD

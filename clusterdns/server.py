@@ -28,7 +28,6 @@ import dns.flags
 import dns.message
 
 from clusterdns.forward import Forwarder
-from clusterdns.metrics import Stats
 from clusterdns.querylog import QueryLog
 from clusterdns.respond import FORWARD, Responder, servfail
 
@@ -342,7 +341,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             stats = server.responder.stats
             if stats is not None:
                 stats.use_block(index + 1)
-                threading.Thread(target=_publish_every_second, args=(stats,), daemon=True).start()
+                threading.Thread(target=stats.run_ticker, args=(True,), name="stats", daemon=True).start()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -363,12 +362,6 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
         finally:
             os._exit(0)
     return pids
-
-
-def _publish_every_second(stats: Stats) -> None:
-    while True:
-        time.sleep(1)
-        stats.publish()
 
 
 def _die_with_parent() -> None:

@@ -7,8 +7,10 @@ For each size, one cluster is written three ways: Kubernetes manifests (for clus
 (BIND, authoritative) and host-record/srv-host lines (dnsmasq). The query mix imitates pods with
 ndots:5: 70% A for existing services, 10% SRV `_http._tcp`, 10% AAAA (NODATA: services are IPv4 only),
 10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`, NXDOMAIN). Each server first
-gets a short warm-up run, then a measured one per transport; the table shows QPS, lost queries and
-latency, and clusterdns' ratio to each peer. Needs dnsperf, named and dnsmasq (apt-get install dnsperf
+gets a warm-up run (`--warmup` seconds, about one pass over the query file: clusterdns builds each
+distinct answer once, on its first query), then a measured one per transport; the table shows QPS, lost queries and
+latency, and clusterdns' ratio to each peer. "clusterdns -m" is clusterdns with --http off: no
+metrics, so no counting; its row shows what counting costs. Needs dnsperf, named and dnsmasq (apt-get install dnsperf
 bind9 dnsmasq-base). Every server listens on 127.0.0.1 only and every run is bounded in time.
 """
 
@@ -83,17 +85,18 @@ def generate(out: str, n: int) -> None:
 
 
 def start_servers(fx: str, workers: int) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """clusterdns as it runs by default (metrics on), clusterdns without metrics (to see what counting
+    costs), BIND and dnsmasq; each on its own free port of 127.0.0.1."""
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    port = free_port()
-    cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
-    cmd += ["--state", os.path.join(fx, "state"), "--port", str(port), "--upstream", "off"]
-    if workers:
-        cmd += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    servers["clusterdns"] = (
-        subprocess.Popen(cmd, env=env, stderr=_log(fx, "clusterdns.log")),
-        port,
-    )
+    for name, http in (("clusterdns", f"127.0.0.1:{free_port()}"), ("clusterdns -m", "off")):
+        port = free_port()
+        cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
+        cmd += ["--state", os.path.join(fx, "state"), "--port", str(port), "--upstream", "off", "--http", http]
+        if workers:
+            cmd += ["--workers", str(workers)]
+        log = _log(fx, name.replace(" ", "") + ".log")
+        servers[name] = (subprocess.Popen(cmd, env=env, stderr=log), port)
     port = free_port()
     with open(os.path.join(fx, "named.conf"), "w") as f:
         f.write(
@@ -154,6 +157,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--modes", default="udp,tcp")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of queries before measuring")
     parser.add_argument("--workers", type=int, default=0, help="clusterdns --workers (default: its own)")
     args = parser.parse_args()
     missing = [tool for tool in ("dnsperf", "named", "dnsmasq", "dig") if not shutil.which(tool)]
@@ -172,7 +176,7 @@ def main() -> int:
                         return 1
                 queries = os.path.join(fx, "queries.txt")
                 for _proc, port in servers.values():
-                    dnsperf(port, queries, 2, "udp")  # warm-up: caches, page faults
+                    dnsperf(port, queries, args.warmup, "udp")  # warm-up: answer caches, page faults
                 for mode in args.modes.split(","):
                     for name, (_proc, port) in servers.items():
                         result = dnsperf(port, queries, args.seconds, mode)
