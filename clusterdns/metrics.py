@@ -68,7 +68,7 @@ class Stats:
     therefore smaller than the request count; its quantiles are those of the sample.
     """
 
-    TICK = 0.01
+    TICK = 0.1
 
     def __init__(self, zones: tuple[str, ...], processes: int = 1) -> None:
         self.zones = zones
