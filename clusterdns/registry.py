@@ -37,7 +37,7 @@ from clusterdns.model import (
 )
 
 ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")
-AGED_KINDS = ("Service", "Namespace", "Pod", "Endpoints")
+AGED_KINDS = ("Service", "Namespace", "Endpoints")  # Pods: the time of their IP
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 # Locates a field of an object declared at Source: returns its line, or 0. Given by the I/O layer.
