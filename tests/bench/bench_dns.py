@@ -7,8 +7,8 @@ For each size, one cluster is written three ways: Kubernetes manifests (for clus
 (BIND, authoritative) and host-record/srv-host lines (dnsmasq). The query mix imitates pods with
 ndots:5: 70% A for existing services, 10% SRV `_http._tcp`, 10% AAAA (NODATA: services are IPv4 only),
 10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`, NXDOMAIN). Each server first
-gets a warm-up run (`--warmup` seconds, about one pass over the query file: clusterdns builds each
-distinct answer once, on its first query), then a measured one per transport; the table shows QPS, lost queries and
+gets, right before each measured run, a warm-up run of the same transport (`--warmup` seconds, about
+one pass over the query file: clusterdns builds each distinct answer once, on its first query); the table shows QPS, lost queries and
 latency, and clusterdns' ratio to each peer. "clusterdns -m" is clusterdns with --http off: no
 metrics, so no counting; its row shows what counting costs. Needs dnsperf, named and dnsmasq (apt-get install dnsperf
 bind9 dnsmasq-base). Every server listens on 127.0.0.1 only and every run is bounded in time.
@@ -175,10 +175,11 @@ def main() -> int:
                         print(f"{name} did not answer on port {port}; see {fx}")
                         return 1
                 queries = os.path.join(fx, "queries.txt")
-                for _proc, port in servers.values():
-                    dnsperf(port, queries, args.warmup, "udp")  # warm-up: answer caches, page faults
                 for mode in args.modes.split(","):
                     for name, (_proc, port) in servers.items():
+                        # Warm-up right before each measured run: answer caches, page faults, and time
+                        # for the machine to settle after the previous server's run.
+                        dnsperf(port, queries, args.warmup, mode)
                         result = dnsperf(port, queries, args.seconds, mode)
                         rows.append((size, mode, name, result))
                         print(
