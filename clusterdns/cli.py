@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-watch", action="store_true", help="don't reload when files under --zones change")
     p.add_argument(
         "--lameduck",
-        type=float,
+        type=_seconds,
         default=5.0,
         metavar="SECONDS",
         help="on SIGTERM, keep answering (not ready) this long before exiting (default 5)",
@@ -181,6 +181,16 @@ def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"must be 1-64, got {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0-3600 seconds, got {text!r}")
+    return value
 
 
 def _ttl(text: str) -> int:

@@ -6,12 +6,13 @@
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
 (BIND, authoritative) and host-record/srv-host lines (dnsmasq). The query mix imitates pods with
 ndots:5: 70% A for existing services, 10% SRV `_http._tcp`, 10% AAAA (NODATA: services are IPv4 only),
-10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`, NXDOMAIN). Each server first
-gets, right before each measured run, a warm-up run of the same transport (`--warmup` seconds, about
-one pass over the query file: clusterdns builds each distinct answer once, on its first query); the table shows QPS, lost queries and
-latency, and clusterdns' ratio to each peer. "clusterdns -m" is clusterdns with --http off: no
-metrics, so no counting; its row shows what counting costs. Needs dnsperf, named and dnsmasq (apt-get install dnsperf
-bind9 dnsmasq-base). Every server listens on 127.0.0.1 only and every run is bounded in time.
+10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`, NXDOMAIN). Right before each
+measured run, each server gets a warm-up run of the same transport (`--warmup` seconds, about one pass
+over the query file: clusterdns builds each distinct answer once, on its first query). The table shows
+QPS, lost queries and latency, and clusterdns' ratio to each peer. "clusterdns -m" is clusterdns with
+--http off: no metrics, so no counting; its row shows what counting costs. Needs dnsperf, named and
+dnsmasq (apt-get install dnsperf bind9 dnsmasq-base). Every server listens on 127.0.0.1 only and every
+run is bounded in time.
 """
 
 from __future__ import annotations
