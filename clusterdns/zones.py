@@ -9,11 +9,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import multiprocessing
+import multiprocessing.process
+import multiprocessing.queues
 import os
+import queue
 import threading
 
 from clusterdns.allocate import Store
-from clusterdns.manifests import FileResult, Problem, find_files, load_file, locate_in_file, read_file
+from clusterdns.manifests import FileResult, Loaded, Problem, find_files, load_file, locate_in_file, read_file
 from clusterdns.registry import Config, Registry, build
 
 
@@ -42,9 +45,10 @@ PARALLEL_BYTES = 2_000_000  # below this, a second process costs more than it sa
 
 
 def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
-    """Parse (size, path) files, in order. A large first load is split in two stages on two cores: a
-    forked helper process reads the YAML (plain data, cheap to hand back) while this one turns the
-    documents of the files already read into objects.
+    """Parse (size, path) files; results in the order given. A large first load uses two cores: a
+    forked helper process reads YAML into plain data (cheap to hand back) while this one turns the
+    helper's documents into objects, and reads files itself whenever it would otherwise wait. Both take
+    the next file from one shared counter, so whichever stage is slower gets help.
 
     Forking is only done while this process has a single thread (before the server starts its
     watcher), where it is safe.
@@ -54,8 +58,56 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
     paths = [path for _, path in files]
     if cores < 2 or len(files) < 2 or total < PARALLEL_BYTES or threading.active_count() > 1:
         return [read_file(path) for path in paths]
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        return [read_file(path, loaded) for path, loaded in zip(paths, pool.imap(load_file, paths), strict=True)]
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("i", 0)  # the next file to take, for both processes
+    done: multiprocessing.queues.Queue[tuple[int, Loaded]] = ctx.Queue()
+
+    def take() -> int:
+        with counter.get_lock():
+            index = int(counter.value)
+            counter.value += 1
+        return index
+
+    def helper() -> None:
+        while (index := take()) < len(paths):
+            done.put((index, load_file(paths[index])))
+        done.close()
+        done.join_thread()
+
+    process = ctx.Process(target=helper, daemon=True)
+    process.start()
+    results: list[FileResult | None] = [None] * len(paths)
+    try:
+        for _ in range(len(paths)):
+            index = take() if done.empty() else len(paths)
+            if index < len(paths):  # nothing to do but wait: read a file here, start to end
+                results[index] = read_file(paths[index])
+            else:
+                got = _get(done, process)
+                if got is None:  # the helper died: read what is missing here
+                    break
+                index, loaded = got
+                results[index] = read_file(paths[index], loaded)
+        for index, result in enumerate(results):
+            if result is None:
+                results[index] = read_file(paths[index])
+    finally:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+    return [r for r in results if r is not None]
+
+
+def _get(
+    done: multiprocessing.queues.Queue[tuple[int, Loaded]], process: multiprocessing.process.BaseProcess
+) -> tuple[int, Loaded] | None:
+    """The helper's next file, or None once it has died with nothing more to give."""
+    while True:
+        try:
+            return done.get(timeout=1)
+        except queue.Empty:
+            if not process.is_alive() and done.empty():
+                return None
 
 
 class Zones:
