@@ -553,3 +553,16 @@ def servers(root: Path) -> Iterator[Servers]:
         yield pool
     finally:
         pool.close()
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port

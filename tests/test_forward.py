@@ -23,6 +23,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from dns_helpers import free_port
 
 from clusterdns import forward
 from clusterdns.forward import Forwarder, Loop, Upstream, parse_upstream, resolv_conf_upstreams
@@ -54,19 +55,6 @@ EXAMPLE = [
 
 
 # --- real resolvers --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 class Daemon:

@@ -26,7 +26,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from dns_helpers import DNS, check, decode, make_query
+from dns_helpers import DNS, check, decode, free_port, make_query
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,19 +37,6 @@ READY_WITHIN = 2.0  # issue 3: "ready to answer within a second or two of start 
 EXIT_WITHIN = 10.0  # bound on waiting for a process that should end; failures say how long it took
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def until(probe: Callable[[], T | None], within: float, what: str, every: float = 0.02) -> T:
