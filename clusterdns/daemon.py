@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -141,8 +140,6 @@ class Daemon:
                 sockets.port,
                 len(self.workers) + 1,
             )
-            if self.stats is not None:
-                threading.Thread(target=self.stats.run_ticker, args=(False,), name="stats", daemon=True).start()
             http = await self._start_http(sockets)
             probe = loop.create_task(self._probe()) if self.forwarder is not None else None
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))

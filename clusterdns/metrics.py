@@ -62,13 +62,13 @@ class Stats:
 
     Requests and responses are counted exactly: answers from the answer cache by a counter in their
     cache entry (`live` reads them at scrape time), everything else here. The duration histogram
-    observes every answer that had to be built and every forwarded one, but cached answers only when
-    `tick` is set, which a timer thread does every TICK seconds: reading the clock twice for each cached
-    answer would cost the answer path far more than the few percent counting may take. Its _count is
-    therefore smaller than the request count; its quantiles are those of the sample.
+    observes every answer that had to be built and every forwarded one, but only one cached answer in
+    SAMPLE: reading the clock twice for each cached answer would cost the answer path more than the few
+    percent counting may take. Its _count is therefore smaller than the request count; its quantiles
+    are those of the sample.
     """
 
-    TICK = 0.1
+    SAMPLE = 64
 
     def __init__(self, zones: tuple[str, ...], processes: int = 1) -> None:
         self.zones = zones
@@ -82,7 +82,7 @@ class Stats:
         self._map = mmap.mmap(-1, 8 * self.block * processes)  # anonymous and MAP_SHARED: kept across fork
         self.shared = memoryview(self._map).cast("Q")
         self.counts = [0] * self.block  # this process' counters: list items are the cheapest to bump
-        self.tick = True  # observe the duration of the next cached answer
+        self.countdown = 0  # cached answers until the next one whose duration is observed
         self.live: Callable[[], list[tuple[int, int, int]]] | None = None  # (slot, udp, tcp) of cache entries
         self.retired: list[int] = [0] * self.block  # entry counts of answer caches no longer in use
         self.index = 0  # this process' block in `shared`
@@ -115,16 +115,11 @@ class Stats:
                 out[slot + 1] += tcp
         return out
 
-    def run_ticker(self, publish: bool) -> None:
-        """Set `tick` every TICK seconds (and publish every second): start in a daemon thread."""
-        n = 0
+    def run_publisher(self) -> None:
+        """In a worker process: publish the counters every second (start in a daemon thread)."""
         while True:
-            time.sleep(self.TICK)
-            self.tick = True
-            n += 1
-            if publish and n * self.TICK >= 1:
-                n = 0
-                self.publish()
+            time.sleep(1)
+            self.publish()
 
     def slot(self, zone: int, qtype: int, rcode: int) -> int:
         """The request counter of (zone, type, rcode) over UDP; +1 is the TCP one."""
@@ -149,6 +144,7 @@ class Stats:
         bucket = (elapsed_ns // BUCKET_BASE_NS).bit_length()
         c[slots[1] + (bucket if bucket < BUCKETS else BUCKETS)] += 1
         c[slots[2]] += elapsed_ns
+        self.countdown = self.SAMPLE
 
     def slots(self, zone: int, qtype: int, rcode: int) -> tuple[int, int, int]:
         t, r = type_index(qtype), rcode_index(rcode)

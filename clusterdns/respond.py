@@ -94,8 +94,8 @@ class Responder:
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
         stats = self.stats
-        # Cached answers are counted in their entry; their durations only when the ticker asks (Stats).
-        started = perf_counter_ns() if stats is not None and stats.tick else 0
+        # Cached answers are counted in their entry; one in Stats.SAMPLE has its duration observed.
+        started = perf_counter_ns() if stats is not None and stats.countdown <= 0 else 0
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
@@ -104,9 +104,11 @@ class Responder:
                     return FORWARD
                 reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
                 entry.hits[tcp] += 1
-                if started and stats is not None:
-                    stats.tick = False
-                    stats.observe(entry.slots, perf_counter_ns() - started)
+                if stats is not None:
+                    if started:
+                        stats.observe(entry.slots, perf_counter_ns() - started)
+                    else:
+                        stats.countdown -= 1
                 return reply
         if stats is not None and not started:
             started = perf_counter_ns()

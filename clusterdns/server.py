@@ -341,7 +341,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             stats = server.responder.stats
             if stats is not None:
                 stats.use_block(index + 1)
-                threading.Thread(target=stats.run_ticker, args=(True,), name="stats", daemon=True).start()
+                threading.Thread(target=stats.run_publisher, name="stats", daemon=True).start()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
