@@ -201,6 +201,8 @@ class Daemon:
         return (200 if self.ready else 503), "text/plain; charset=utf-8", ("\n".join(lines) + "\n").encode()
 
     def _metrics(self, registry: CollectorRegistry) -> tuple[int, str, bytes]:
+        if self.stats is not None:
+            self.stats.refresh()  # the workers' counts, as of now
         return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
 
     def _gauges(self) -> dict[str, tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]]:
