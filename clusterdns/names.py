@@ -125,8 +125,3 @@ def reverse_ip(labels: tuple[str, ...]) -> str | None:
             hexed = "".join(reversed(nibbles))
             return str(ipaddress.IPv6Address(int(hexed, 16)))
     return None
-
-
-def reverse_name(ip: str) -> str:
-    """`10.0.0.1` -> `1.0.0.10.in-addr.arpa` (no trailing dot)."""
-    return ipaddress.ip_address(ip).reverse_pointer

@@ -42,13 +42,10 @@ class _Entry:
 
     answer: Answer
     question: bytes  # lower-cased, as encoded
-    f1: int  # header flag bytes without RD and CD
-    f2: int
-    counts: bytes  # QDCOUNT..ARCOUNT
-    counts_opt: bytes  # with ARCOUNT + 1 for our OPT
+    heads: tuple[bytes, ...]  # header bytes 2-12 (flags, counts) for each (RD, CD): index RD | CD << 1
+    counts_opt: bytes  # the counts with ARCOUNT + 1, for our OPT
     body: bytes  # the sections after the question
     size: int  # length of the whole message without OPT
-    heads: tuple[bytes, ...] = ()  # header bytes 2-12 for each (RD, CD) of the query: index RD | CD << 1
     slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
     forward: bool = False  # ask upstream (when the client may recurse), else answer with this entry
     hits: list[int] = field(default_factory=lambda: [0, 0])  # answered from here over UDP, TCP
@@ -62,7 +59,7 @@ def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT, slots: tuple
     f1, f2 = msg[2], msg[3]
     heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
     counts_opt = msg[4:10] + struct.pack("!H", ar + 1)
-    return _Entry(answer, question, f1, f2, msg[4:12], counts_opt, msg[qend:], len(msg), heads=heads, slots=slots)
+    return _Entry(answer, question, heads, counts_opt, msg[qend:], len(msg), slots=slots)
 
 
 class Responder:
@@ -179,10 +176,11 @@ class Responder:
             limit -= 11
         if entry.size > limit:
             entry = self._truncated(entry, limit)
-        head = query[0:2] + bytes((entry.f1 | (f1 & 0x01), entry.f2 | (query[3] & 0x10)))
+        head = entry.heads[(f1 & 0x01) | ((query[3] & 0x10) >> 3)]
         if edns:
-            return head + entry.counts_opt + query[12:qend] + entry.body + opt_record(do), entry.slots
-        return head + entry.counts + query[12:qend] + entry.body, entry.slots
+            reply = query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + opt_record(do)
+            return reply, entry.slots
+        return query[0:2] + head + query[12:qend] + entry.body, entry.slots
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
