@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clusterdns.labels import SAFE_ALPHABET
+
 NODE_PORT_RANGE = (30000, 32767)
 
 
@@ -184,7 +186,7 @@ class PortSpace:
 class SuffixSpace:
     """Pod names `<prefix>-<5 characters>` as the ReplicaSet controller makes them."""
 
-    ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand
+    ALPHABET = SAFE_ALPHABET
     what = "name"
 
     def __init__(self, prefix: str) -> None:

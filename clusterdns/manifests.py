@@ -27,6 +27,7 @@ import yaml
 from clusterdns import fastyaml
 from clusterdns.labels import (
     OPERATORS,
+    SAFE_ALPHABET,
     Requirement,
     Selector,
     dns1035_label_error,
@@ -991,12 +992,9 @@ def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, 
     )
 
 
-_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand
-
-
 def safe_encode(text: str) -> str:
     """rand.SafeEncodeString: map each character into an alphabet without vowels or look-alikes."""
-    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in text)
+    return "".join(SAFE_ALPHABET[ord(c) % len(SAFE_ALPHABET)] for c in text)
 
 
 def template_hash(template: Mapping[str, Any]) -> str:

@@ -243,6 +243,11 @@ class Workload:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    @property
+    def pod_prefix(self) -> str:
+        """What its Pods' names start with: `<deployment>-<pod-template-hash>`, else its own name."""
+        return f"{self.name}-{self.template_hash}" if self.template_hash else self.name
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,7 @@ def build(
     for w in workloads:
         if w.kind == "StatefulSet":
             continue
-        prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
+        prefix = w.pod_prefix
         space = SuffixSpace(prefix)
         for i in range(w.replicas):
             name_claims.append((f"{w.namespace}/{w.kind}/{prefix}/{i}", space, None))
@@ -499,7 +499,7 @@ def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]
     out = []
     owner = f"{w.kind}/{w.name}"
     labels = dict(w.template.labels)
-    prefix = f"{w.name}-{w.template_hash}" if w.template_hash else w.name
+    prefix = w.pod_prefix
     if w.template_hash:
         labels["pod-template-hash"] = w.template_hash
     for i in range(w.replicas):
