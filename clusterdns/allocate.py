@@ -127,8 +127,15 @@ class IPSpace:
         # usable offsets: skip the network address, and the broadcast address for IPv4
         self.size = self.net.num_addresses - (2 if self.net.version == 4 else 1)
         self.static_band = min(max(16, self.size // 16), 256) if self.size >= 64 else 0
+        self._verdicts: dict[str, str | None] = {}  # invalid()'s answers so far: a reload asks again
 
     def invalid(self, value: str) -> str | None:
+        verdict = self._verdicts.get(value, "")
+        if verdict == "":
+            verdict = self._verdicts[value] = self._invalid(value)
+        return verdict
+
+    def _invalid(self, value: str) -> str | None:
         parsed = _ip_int(value)
         if parsed is None:
             return f"{value}: not a valid IP address"
@@ -208,13 +215,23 @@ class SuffixSpace:
 class Store:
     """Allocations kept in `<state>/allocations.sqlite3`; in memory when `state` is None.
 
-    Each pool is one row holding a JSON object {owner: [value, first allocated]}: a load reads and
-    writes whole pools anyway, and one JSON document is many times cheaper than a row per value for
-    the 100,000s of values of a large zone. Each `allocate` is one write transaction (BEGIN
-    IMMEDIATE), so processes loading at once take turns and agree.
+    Each pool is one row holding a JSON object {owner: [value, first allocated]}, plus a journal of
+    the changes made since that row was written (a row per owner; a NULL value is a release). A load
+    reads and writes whole pools anyway, and one JSON document is many times cheaper than a row per
+    value for the 100,000s of values of a large zone; the journal keeps a reload that changes a few
+    values from rewriting the whole pool. The journal is folded into the pool's row once it holds
+    more than an eighth of the pool.
+
+    Each `allocate` is one write transaction (BEGIN IMMEDIATE), so processes loading at once take
+    turns and agree. Pools are also kept in memory as of this connection's last commit, and read again
+    only when another connection has committed since (SQLite's data_version tells).
     """
 
-    SCHEMA = "CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, data TEXT NOT NULL)"
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS journal (pool TEXT NOT NULL, owner TEXT NOT NULL, value TEXT, created REAL,"
+        " PRIMARY KEY (pool, owner))",
+    )
 
     def __init__(self, state: str | None) -> None:
         self.path = os.path.join(state, "allocations.sqlite3") if state else ":memory:"
@@ -226,7 +243,10 @@ class Store:
             with contextlib.suppress(sqlite3.OperationalError):
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute(self.SCHEMA)
+        for statement in self.SCHEMA:
+            self.db.execute(statement)
+        self._pools: dict[str, _Pool] = {}  # as of our last commit
+        self._version: int | None = None  # data_version at our last commit
 
     def close(self) -> None:
         self.db.close()
@@ -241,26 +261,69 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:  # another process wrote: what we remember may be stale
+                self._pools.clear()
             results: dict[str, dict[str, str | Refusal]] = {}
             created_at: dict[tuple[str, str], float] = {}
             for pool, claims in pools.items():
-                row = db.execute("SELECT data FROM pools WHERE name = ?", (pool,)).fetchone()
-                held: dict[str, list[Any]] = json.loads(row[0]) if row else {}
-                result = assign(claims, {owner: entry[0] for owner, entry in held.items()})
+                old = self._pools.get(pool) or self._read(pool)
+                result = assign(claims, old.values)
                 results[pool] = result
+                held = old.entries
                 kept: dict[str, list[Any]] = {}
                 for owner, got in result.items():
                     if isinstance(got, str):
                         entry = held.get(owner)
                         kept[owner] = entry if entry is not None and entry[0] == got else [got, now]
                         created_at[(pool, owner)] = kept[owner][1]
-                if kept != held:
-                    db.execute(
-                        "INSERT INTO pools VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                        (pool, json.dumps(kept, separators=(",", ":"))),
-                    )
+                self._pools[pool] = self._write(pool, old, kept)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._pools.clear()
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
+        self._version = version  # our own commits leave data_version as it was
         return results, created_at
+
+    def _read(self, pool: str) -> _Pool:
+        row = self.db.execute("SELECT data FROM pools WHERE name = ?", (pool,)).fetchone()
+        entries: dict[str, list[Any]] = json.loads(row[0]) if row else {}
+        journal = self.db.execute("SELECT owner, value, created FROM journal WHERE pool = ?", (pool,)).fetchall()
+        for owner, value, created in journal:
+            if value is None:
+                entries.pop(owner, None)
+            else:
+                entries[owner] = [value, created]
+        return _Pool(entries, len(journal))
+
+    def _write(self, pool: str, old: _Pool, kept: dict[str, list[Any]]) -> _Pool:
+        """Store `kept`, the pool's new contents, as journal rows or (when the journal grows) a new row."""
+        held = old.entries
+        changes = [(pool, owner, *entry) for owner, entry in kept.items() if held.get(owner) != entry]
+        changes += [(pool, owner, None, None) for owner in held.keys() - kept.keys()]
+        if not changes:
+            return old
+        journal = old.journal + len(changes)
+        if journal > max(64, len(kept) // 8):
+            self.db.execute(
+                "INSERT INTO pools VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                (pool, json.dumps(kept, separators=(",", ":"))),
+            )
+            self.db.execute("DELETE FROM journal WHERE pool = ?", (pool,))
+            journal = 0
+        else:
+            self.db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?)", changes)
+        return _Pool(kept, journal)
+
+
+class _Pool:
+    """One pool as stored: owner -> [value, first allocated], and how many journal rows follow its row."""
+
+    __slots__ = ("entries", "journal", "values")
+
+    def __init__(self, entries: dict[str, list[Any]], journal: int) -> None:
+        self.entries = entries
+        self.journal = journal  # an upper bound: a rewritten owner counts each time
+        self.values = {owner: entry[0] for owner, entry in entries.items()}

@@ -107,7 +107,9 @@ class Zone:
         }
         self._ready: dict[tuple[str, str], list[Ready]] = {}
         self.ptr: dict[str, list[str]] = {}
-        self.pod_ips: set[tuple[str, str]] = {(p.namespace, ip) for p in registry.pods.values() for ip in p.ips}
+        self.pod_ips: set[tuple[str, str]] = set()  # (namespace, IP) of every Pod, for pods verified
+        if pods == "verified":
+            self.pod_ips = {(p.namespace, ip) for p in registry.pods.values() for ip in p.ips}
         self.networks = [ipaddress.ip_network(c) for c in (*registry.service_cidrs, *registry.config.pod_cidrs)]
         self._index_reverse()
 
@@ -128,19 +130,24 @@ class Zone:
     def _index_reverse(self) -> None:
         """Cluster IPs name their service; other ready endpoint IPs name `<endpoint>.<svc>.<ns>.svc.<zone>`,
         once per service that has them (CoreDNS plugin/kubernetes/reverse.go: cluster IPs first)."""
+        ptr = self.ptr
         endpoints: dict[str, list[str]] = defaultdict(list)
-        for svc in self.services.values():
-            base = self.service_name(svc)
-            for ip in svc.cluster_ips if svc.has_cluster_ip else ():
-                self.ptr.setdefault(ip, [base])
+        with_endpoints = self.registry.endpoints
+        for key, svc in self.services.items():
             if svc.type == EXTERNAL_NAME:
                 continue
-            for r in self.ready(svc):
-                target = f"{r.name}.{base}"
-                if target not in endpoints[r.ip]:
-                    endpoints[r.ip].append(target)
+            base = f"{svc.name}.{svc.namespace}.svc.{self.domain}"
+            if not svc.headless:
+                for ip in svc.cluster_ips:
+                    if ip not in ptr:
+                        ptr[ip] = [base]
+            if with_endpoints.get(key):
+                for r in self.ready(svc):
+                    target = f"{r.name}.{base}"
+                    if target not in endpoints[r.ip]:
+                        endpoints[r.ip].append(target)
         for ip, targets in endpoints.items():
-            self.ptr.setdefault(ip, targets)
+            ptr.setdefault(ip, targets)
 
     def service_name(self, svc: Service) -> str:
         return f"{svc.name}.{svc.namespace}.svc.{self.domain}"

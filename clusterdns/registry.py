@@ -146,11 +146,55 @@ def builtin_services(cidrs: Sequence[str]) -> list[Service]:
     ]
 
 
+class Memo:
+    """What one build leaves to the next, so that a reload redoes little for what did not change.
+
+    A file that did not change keeps its parsed objects (Zones caches them), so entries are keyed by
+    the identity of parsed objects: a Service's claims, and the final Service with its allocated
+    values, reused when the allocation hands it the same values again. Allocation spaces are kept
+    too, with what they know of which values are valid. One Memo serves one sequence of builds.
+    """
+
+    def __init__(self) -> None:
+        self.cidrs: tuple[str, ...] = ()
+        self.spaces: dict[str, IPSpace] = {}
+        self.node_ports = PortSpace()
+        self.services: dict[int, _ServiceClaims] = {}
+
+    def start(self, service_cidrs: Sequence[str]) -> None:
+        """Forget everything when the service CIDRs (flags and ServiceCIDR objects) changed."""
+        if tuple(service_cidrs) != self.cidrs:
+            self.cidrs = tuple(service_cidrs)
+            self.spaces.clear()
+            self.services.clear()
+
+    def space(self, cidr: str, valid: Sequence[str]) -> IPSpace:
+        key = f"{cidr} {','.join(valid)}"
+        space = self.spaces.get(key)
+        if space is None:
+            space = self.spaces[key] = IPSpace(cidr, valid, "IP")
+        return space
+
+
+class _ServiceClaims:
+    """One parsed Service's claims and, once allocated, what it was given and the Service it became."""
+
+    __slots__ = ("final", "given", "ip_claims", "parsed", "port_claims")
+
+    def __init__(self, parsed: Service, ip_claims: list[Claim], port_claims: list[Claim]) -> None:
+        self.parsed = parsed  # kept alive, so that its id() is not reused
+        self.ip_claims = ip_claims
+        self.port_claims = port_claims
+        self.given: tuple[list[str | Refusal], list[str | Refusal]] | None = None
+        self.final: Service | None = None
+
+
 class _Builder:
     """The state of one build; `build` below is its only user."""
 
-    def __init__(self, config: Config, store: Store, now: float, locate: Locator | None) -> None:
+    def __init__(self, config: Config, store: Store, now: float, locate: Locator | None, memo: Memo) -> None:
         self.config = config
+        self.memo = memo
         self.store = store
         self.now = now
         self.locate = locate
@@ -169,9 +213,12 @@ def build(
     store: Store,
     now: float,
     locate: Locator | None = None,
+    memo: Memo | None = None,
 ) -> Registry:
-    """Build a registry from parsed files, allocating through `store` at time `now`."""
-    b = _Builder(config, store, now, locate)
+    """Build a registry from parsed files, allocating through `store` at time `now`. Given the `memo` of
+    the previous build, Services whose parsed object and allocated values are unchanged are reused."""
+    memo = memo or Memo()
+    b = _Builder(config, store, now, locate, memo)
     notes: list[Problem] = []
     objects: dict[tuple[str, str, str], Object] = {}
     for result in files:
@@ -204,28 +251,23 @@ def build(
     workloads = [w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)]
 
     # --- allocation: one transaction for every pool ---
+    memo.start(service_cidrs)
+    ip_spaces = {family: memo.space(cidr, service_cidrs) for family, cidr in allocating.items()}
     ip_claims: list[Claim] = []
     port_claims: list[Claim] = []
-    ip_spaces = {family: IPSpace(cidr, service_cidrs, "IP") for family, cidr in allocating.items()}
-    node_ports = PortSpace()
-    service_wants: dict[tuple[str, str], list[tuple[str, str | None]]] = {}  # family claims per service
+    claims: dict[int, _ServiceClaims] = {}  # by id() of the parsed Service
     for svc in services:
         if svc.type == EXTERNAL_NAME or svc.headless:
             continue
-        families = _service_families(b, svc, allocating)
-        if families is None:
-            continue
-        owners = []
-        for i, family in enumerate(families):
-            owner = f"{svc.namespace}/{svc.name} {family}"
-            wish = svc.cluster_ips[i] if i < len(svc.cluster_ips) else None
-            ip_claims.append((owner, ip_spaces[family], wish))
-            owners.append((owner, wish))
-        service_wants[svc.key] = owners
-        if svc.type in ("NodePort", "LoadBalancer"):
-            for port in svc.ports:
-                owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
-                port_claims.append((owner, node_ports, None if port.node_port is None else str(port.node_port)))
+        mine = memo.services.get(id(svc))
+        if mine is None or mine.parsed is not svc:
+            mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports)
+            if mine is None:
+                continue
+        claims[id(svc)] = mine
+        ip_claims.extend(mine.ip_claims)
+        port_claims.extend(mine.port_claims)
+    memo.services = claims
 
     name_claims: list[Claim] = []
     for w in workloads:
@@ -256,7 +298,7 @@ def build(
     final_pods, pod_created = _allocate_pod_ips(b, pods)
     created.update(pod_created)
 
-    final_services = _apply_service_allocations(b, services, service_wants, results["service-ip"], results["node-port"])
+    final_services = _apply_service_allocations(b, services, claims, results["service-ip"], results["node-port"])
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
@@ -321,7 +363,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     # A Pod manifest's own status.podIP is used as given, inside the pod CIDR or not (a container on
     # another network, a hostNetwork Pod); it must only be unique. Other Pods get one from the CIDR.
     anywhere = ["0.0.0.0/0", "::/0"]
-    spaces = {v: IPSpace(c, anywhere, "IP") for v, c in nets.items()}
+    spaces = {v: b.memo.space(c, anywhere) for v, c in nets.items()}
     families = [(v, f" IPv{v}", spaces[v]) for v in versions]
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
@@ -453,44 +495,68 @@ def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) 
     return families
 
 
+def _claims_of(
+    b: _Builder, svc: Service, allocating: Mapping[str, str], ip_spaces: Mapping[str, IPSpace], node_ports: PortSpace
+) -> _ServiceClaims | None:
+    """A Service's claims: a cluster IP of each of its families, a node port per port of a NodePort or
+    LoadBalancer Service. None (and a problem) when its families can't be served."""
+    families = _service_families(b, svc, allocating)
+    if families is None:
+        return None
+    ip_claims: list[Claim] = []
+    for i, family in enumerate(families):
+        wish = svc.cluster_ips[i] if i < len(svc.cluster_ips) else None
+        ip_claims.append((f"{svc.namespace}/{svc.name} {family}", ip_spaces[family], wish))
+    port_claims: list[Claim] = []
+    if svc.type in NODE_PORT_TYPES:
+        for port in svc.ports:
+            owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
+            port_claims.append((owner, node_ports, None if port.node_port is None else str(port.node_port)))
+    return _ServiceClaims(svc, ip_claims, port_claims)
+
+
 def _apply_service_allocations(
     b: _Builder,
     services: list[Service],
-    wants: Mapping[tuple[str, str], list[tuple[str, str | None]]],
+    claims: Mapping[int, _ServiceClaims],
     ips: Mapping[str, str | Refusal],
     ports: Mapping[str, str | Refusal],
 ) -> dict[tuple[str, str], Service]:
+    """Each Service with the cluster IPs and node ports it was given; one refused anything is left out."""
     out: dict[tuple[str, str], Service] = {}
     for svc in services:
         if svc.type == EXTERNAL_NAME or svc.headless:
             out[svc.key] = svc
             continue
-        if svc.key not in wants:
+        mine = claims.get(id(svc))
+        if mine is None:
+            continue
+        given = ([ips[owner] for owner, _, _ in mine.ip_claims], [ports[owner] for owner, _, _ in mine.port_claims])
+        if mine.final is not None and mine.given == given:  # as in the previous build
+            out[svc.key] = mine.final
             continue
         refused = False
         cluster_ips: list[str] = []
-        for i, (owner, _wish) in enumerate(wants[svc.key]):
-            got = ips[owner]
+        for i, got in enumerate(given[0]):
             if isinstance(got, Refusal):
                 path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
                 b.problem(svc, path, got.message)
                 refused = True
             else:
                 cluster_ips.append(got)
-        new_ports = []
-        for i, port in enumerate(svc.ports):
-            if svc.type in NODE_PORT_TYPES:
-                got = ports[f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"]
-                if isinstance(got, Refusal):
-                    b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
-                    refused = True
-                    continue
-                port = dataclasses.replace(port, node_port=int(got))
-            new_ports.append(port)
+        new_ports = list(svc.ports)
+        for i, got in enumerate(given[1]):
+            if isinstance(got, Refusal):
+                b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
+                refused = True
+            else:
+                new_ports[i] = dataclasses.replace(new_ports[i], node_port=int(got))
         if refused:
             continue
         families = tuple(f"IPv{_version(ip)}" for ip in cluster_ips)
-        out[svc.key] = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families)
+        mine.final = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families)
+        mine.given = given
+        out[svc.key] = mine.final
     return out
 
 

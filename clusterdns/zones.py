@@ -17,7 +17,7 @@ import threading
 
 from clusterdns.allocate import Store
 from clusterdns.manifests import FileResult, Loaded, Problem, find_files, load_file, locate_in_file, read_file
-from clusterdns.registry import Config, Registry, build
+from clusterdns.registry import Config, Memo, Registry, build
 
 
 class ZonesError(Exception):
@@ -117,6 +117,7 @@ class Zones:
         self.store = store
         self.files: dict[str, FileResult] = {}
         self.good: dict[str, FileResult] = {}  # each file's last parse without problems
+        self.memo = Memo()  # what the last build can hand the next
 
     def scan(self) -> list[FileResult]:
         """Every manifest file's parse result, re-reading only files that changed."""
@@ -175,7 +176,7 @@ class Zones:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            return build(self.scan(), self.config, self.store, now, locate=locate_in_file)
+            return build(self.scan(), self.config, self.store, now, locate=locate_in_file, memo=self.memo)
         finally:
             if enabled:
                 gc.enable()

@@ -556,13 +556,28 @@ def servers(root: Path) -> Iterator[Servers]:
 
 
 def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
+    """A loopback port free for both UDP and TCP right now, below the kernel's ephemeral range.
+
+    Not from the ephemeral range (what binding port 0 gives): a client polling a server that is not
+    listening yet may then be handed that very port as its own source port and connect to itself
+    (TCP simultaneous open), reading its own request back and holding the port the server needs.
+    """
+    low = _ephemeral_low()
     while True:
+        port = random.randrange(10000, low)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
             try:
+                udp.bind(("127.0.0.1", port))
                 tcp.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 12000)

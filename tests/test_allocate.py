@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from clusterdns.allocate import Claim, IPSpace, Store
 from clusterdns.registry import Config, Registry
+from clusterdns.zones import Zones
 
 if TYPE_CHECKING:
     from conftest import Load, WriteZones
@@ -361,6 +363,107 @@ def test_pod_ip_released(write_zones: WriteZones, load: Load, tmp_path: Path) ->
     registry = load(state=state)
     assert problems(registry) == []
     assert registry.pods[("default", "new")].ip == ip
+
+
+# --- reloads: one Zones, as `serve` keeps it -------------------------------------------------------------
+
+
+def test_reloads_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path) -> None:
+    """Reloading through one Zones (which reuses what did not change) gives what a fresh load of the same
+    files and state gives, through a series of edits: values kept, freed, taken and refused."""
+    state = tmp_path / "state"
+    store = Store(str(state))
+    zones = Zones("zones", DUAL_STACK, store)
+    steps = [
+        {"a.yaml": service("one", "type: NodePort") + service("two"), "b.yaml": service("three")},
+        {"b.yaml": service("three") + service("four", "clusterIP: 10.0.7.7")},  # a.yaml unchanged
+        {"c.yaml": service("five", "clusterIP: 10.0.7.7")},  # refused: four holds it
+        {"b.yaml": service("three")},  # four goes: five gets its address on this reload
+        {"a.yaml": service("one", "type: NodePort", "- port: 80\n  nodePort: 31111") + service("two")},
+    ]
+    try:
+        for i, files in enumerate(steps):
+            write_zones(files)
+            for name in files:  # a new mtime even within the clock's resolution
+                os.utime(Path("zones") / name, ns=(i * 10**9, (1000 + i) * 10**9))
+            reloaded = zones.load(float(i))
+            fresh = load_fresh(state, float(i))
+            assert allocations(reloaded) == allocations(fresh), f"step {i}"
+            assert problems(reloaded) == problems(fresh), f"step {i}"
+    finally:
+        store.close()
+    assert problems(reloaded) == []
+    assert cluster_ip(reloaded, "five") == "10.0.7.7"
+    assert reloaded.services[("default", "one")].ports[0].node_port == 31111
+
+
+def load_fresh(state: Path, now: float) -> Registry:
+    store = Store(str(state))
+    try:
+        return Zones("zones", DUAL_STACK, store).load(now)
+    finally:
+        store.close()
+
+
+def test_reload_reuses_unchanged_services(write_zones: WriteZones) -> None:
+    """A reload after one file changed hands back the very same Service objects for the other files."""
+    write_zones({"a.yaml": service("one") + service("two", "type: NodePort"), "b.yaml": service("three")})
+    zones = Zones("zones", Config(), Store(None))
+    before = zones.load(0.0)
+    write_zones({"b.yaml": service("three", "clusterIP: 10.0.9.9")})
+    os.utime("zones/b.yaml", ns=(10**9, 2 * 10**9))
+    after = zones.load(1.0)
+    assert after.services[("default", "one")] is before.services[("default", "one")]
+    assert after.services[("default", "two")] is before.services[("default", "two")]
+    assert cluster_ip(after, "three") == "10.0.9.9"
+
+
+POOL = "service-ip"
+
+
+def claims(space: IPSpace, owners: dict[str, str | None]) -> list[Claim]:
+    return [(owner, space, wish) for owner, wish in owners.items()]
+
+
+def test_small_changes_go_to_the_journal(tmp_path: Path) -> None:
+    """A change of a few values writes journal rows, not the whole pool; another process reads the pool
+    and its journal as one; a journal grown past an eighth of the pool is folded into the pool's row."""
+    space = IPSpace("10.0.0.0/16", ["10.0.0.0/16"])
+    owners: dict[str, str | None] = {f"default/svc-{i} IPv4": None for i in range(1000)}
+    store = Store(str(tmp_path))
+    first, _ = store.allocate({POOL: claims(space, owners)}, 0.0)
+    row = store.db.execute("SELECT data FROM pools WHERE name = ?", (POOL,)).fetchone()[0]
+
+    del owners["default/svc-0 IPv4"]
+    owners["default/new IPv4"] = "10.0.0.77"
+    second, _ = store.allocate({POOL: claims(space, owners)}, 1.0)
+    assert store.db.execute("SELECT data FROM pools WHERE name = ?", (POOL,)).fetchone()[0] == row
+    assert sorted(store.db.execute("SELECT owner, value FROM journal").fetchall()) == [
+        ("default/new IPv4", "10.0.0.77"),
+        ("default/svc-0 IPv4", None),
+    ]
+    other = Store(str(tmp_path))
+    assert other._read(POOL).values == {o: v for o, v in second[POOL].items() if isinstance(v, str)}
+
+    for i in range(200):  # 200 more changes: more than 1000 / 8
+        owners[f"default/more-{i} IPv4"] = None
+    store.allocate({POOL: claims(space, owners)}, 2.0)
+    assert store.db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+    assert len(json.loads(store.db.execute("SELECT data FROM pools").fetchone()[0])) == 1200
+    assert {o: first[POOL][o] for o in owners if o in first[POOL]} == {
+        o: v for o, v in other.allocate({POOL: claims(space, owners)}, 3.0)[0][POOL].items() if o in first[POOL]
+    }
+
+
+def test_a_store_sees_what_another_process_wrote(tmp_path: Path) -> None:
+    """A store that remembers its pools reads them again once another connection has committed: a value
+    the other gave (here an explicit one) is kept, not replaced by this store's stale memory."""
+    space = IPSpace("10.0.0.0/16", ["10.0.0.0/16"])
+    mine, theirs = Store(str(tmp_path)), Store(str(tmp_path))
+    mine.allocate({POOL: claims(space, {"default/a IPv4": None})}, 0.0)
+    theirs.allocate({POOL: claims(space, {"default/a IPv4": None, "default/b IPv4": "10.0.0.99"})}, 1.0)
+    got, _ = mine.allocate({POOL: claims(space, {"default/a IPv4": None, "default/b IPv4": None})}, 2.0)
+    assert got[POOL]["default/b IPv4"] == "10.0.0.99"
 
 
 # --- two processes ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ SIGINT.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import os
 import shutil
@@ -144,7 +145,7 @@ class Served:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
             return None
 
     def wait_ready(self, within: float = 10.0) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,9 @@ import dns.query
 import dns.rcode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from dns_helpers import free_port  # noqa: E402
 
 from clusterdns.allocate import Store  # noqa: E402
 from clusterdns.records import Zone  # noqa: E402
@@ -58,12 +59,6 @@ def write_change(zones: str, k: int) -> None:
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.replace(path + ".tmp", path)  # as editors save
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def reload_cost(zones: str, state: str, changes: int) -> list[float]:
