@@ -802,7 +802,23 @@ def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name:
     )
 
 
+_SPECS: dict[str, PodSpec] = {}
+
+
 def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
+    """A Pod spec. Pods often repeat one spec (replicas written out one by one, exports), so equal specs
+    (by the repr of their data) are parsed once and share one immutable PodSpec; errors are not kept."""
+    key = repr(spec)
+    found = _SPECS.get(key)
+    if found is None:
+        found = _parse_pod_spec(spec, path)
+        if len(_SPECS) >= 20_000:
+            _SPECS.clear()
+        _SPECS[key] = found
+    return found
+
+
+def _parse_pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
     containers = _containers(spec, "containers", path, required=True)
     init = _containers(spec, "initContainers", path, required=False)
     ports: set[str] = set()
