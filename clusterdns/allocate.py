@@ -127,6 +127,8 @@ class IPSpace:
         # usable offsets: skip the network address, and the broadcast address for IPv4
         self.size = self.net.num_addresses - (2 if self.net.version == 4 else 1)
         self.static_band = min(max(16, self.size // 16), 256) if self.size >= 64 else 0
+        self._dynamic = max(0, self.size - self.static_band)  # automatic allocation's band, above it
+        self._first = int(self.net.network_address) + 1 + self.static_band
         self._verdicts: dict[str, str | None] = {}  # invalid()'s answers so far: a reload asks again
 
     def invalid(self, value: str) -> str | None:
@@ -153,19 +155,23 @@ class IPSpace:
     def candidates(self, owner: str) -> Iterator[str]:
         """Every usable address once, in an order drawn from the owner's name: double hashing (a start,
         and a step coprime with the range) keeps probes short even in a nearly full range."""
-        if self.size <= 0:
-            return
-        version, base = self.net.version, int(self.net.network_address) + 1
-        dynamic = self.size - self.static_band
-        start = _hash(owner) % dynamic
-        step = 1 + _hash(owner, 1) % max(1, dynamic - 1)
-        while math.gcd(step, dynamic) != 1:
-            step += 1
-        first = base + self.static_band
-        for i in range(dynamic):
-            yield _ip_text(version, first + (start + i * step) % dynamic)
+        dynamic, first, text = self._dynamic, self._first, self._text
+        if dynamic > 0:
+            start = zlib.crc32(owner.encode()) % dynamic
+            yield text(first + start)
+            step = 1 + zlib.crc32(f"{owner}#1".encode()) % max(1, dynamic - 1)
+            while math.gcd(step, dynamic) != 1:
+                step += 1
+            for i in range(1, dynamic):
+                yield text(first + (start + i * step) % dynamic)
+        base = first - self.static_band
         for i in range(self.static_band):
-            yield _ip_text(version, base + i)
+            yield text(base + i)
+
+    def _text(self, number: int) -> str:
+        if self.net.version == 4:
+            return f"{number >> 24}.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
+        return _ip_text(6, number)
 
 
 class PortSpace:

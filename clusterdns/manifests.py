@@ -1,12 +1,13 @@
 """Kubernetes manifests (YAML or JSON documents) -> typed objects, with file:line errors.
 
-Parsing is pure: `parse_text` takes a file's text and returns its objects and problems. `read_file` is
-the one function here that touches the disk. Each document is validated on its own; a document in error
+Parsing is pure: `parse_text` takes a file's text and returns its objects and problems. `read_text` and
+`read_file` are the functions here that touch the disk. Each document is validated on its own; a document in error
 is left out with a Problem naming the file, the line, the object and the field path, and everything else
 in the file still loads.
 
-Documents are read with PyYAML's C loader, which keeps no line numbers; lines are found only when needed,
-by composing the file's node tree again and walking it along the failing field path.
+Documents are read by `fastyaml`, or by PyYAML's C loader where that declines; neither keeps line numbers,
+so lines are found only when needed, by composing the file's node tree again and walking it along the
+failing field path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,46 +149,82 @@ def find_files(zones: str) -> list[str]:
     return found
 
 
-def read_file(path: str, loaded: Loaded | None = None) -> FileResult:
-    """Read and parse one manifest file; an unreadable file is a problem, not an exception.
-    `loaded` is what load_file gave for it, when a helper process read it already."""
-    if loaded is None or loaded.text is None:
-        try:
-            st = os.stat(path)
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return FileResult(path, problems=(Problem(path, 0, "", "", f"cannot read file: {reason}"),))
-        stamp, raw = (st.st_mtime, st.st_size), None
-    else:
-        text, stamp, raw = loaded.text, loaded.stamp, loaded.raw
-    result = parse_text(text, path, raw)
+def read_file(path: str) -> FileResult:
+    """Read and parse one manifest file; an unreadable file is a problem, not an exception."""
+    text, stamp = read_text(path)
+    if isinstance(text, Problem):
+        return FileResult(path, problems=(text,))
+    result = parse_text(text, path)
     return FileResult(path, result.objects, result.problems, result.notes, stamp)
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """A file's text and raw documents, as a helper process hands them back (plain data: cheap to pickle)."""
-
-    text: str | None
-    stamp: tuple[float, int]
-    raw: list[Any] | None  # None: a syntax error, or unreadable; read_file does it again and reports it
-
-
-def load_file(path: str) -> Loaded:
-    """The text and raw documents of one file; never raises."""
+def read_text(path: str) -> tuple[str | Problem, tuple[float, int]]:
+    """A file's text and its (mtime, size) stamp; a Problem instead of the text when it can't be read."""
     try:
         st = os.stat(path)
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError):
-        return Loaded(None, (0.0, 0), None)
+            return f.read(), (st.st_mtime, st.st_size)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Problem(path, 0, "", "", f"cannot read file: {reason}"), (0.0, 0)
+
+
+# A large file is read in pieces, cut at document markers, so that two processes can share it (see
+# zones.read_files). A piece is (lines before it, its text); its documents are plain data.
+Piece = tuple[int, str]
+
+
+def pieces(text: str, path: str, size: int) -> list[Piece]:
+    """`text` cut at `---` markers into pieces of at least `size` characters (the last may be shorter).
+    A JSON file, or a text no longer than `size`, is one piece."""
+    if path.endswith(".json") or len(text) <= size:
+        return [(0, text)]
+    out: list[Piece] = []
+    start = line = 0
+    for marker in _DOC_MARKER.finditer(text):
+        if marker.start() - start >= size:
+            piece = text[start : marker.start()]
+            out.append((line, piece))
+            line += piece.count("\n")
+            start = marker.start()
+    out.append((line, text[start:]))
+    return out
+
+
+def piece_documents(piece: str, path: str, whole: bool) -> list[Any] | None:
+    """The raw documents of one piece (see raw_documents); None when it must be read as a whole file
+    instead. A piece of a larger file is only cut safely when the fast reader takes it: only then is every
+    `---` at the start of a line sure to be a document marker, and not inside a block scalar."""
     try:
-        raw = raw_documents(text, path)
-    except (yaml.YAMLError, ValueError):
-        raw = None
-    return Loaded(text, (st.st_mtime, st.st_size), raw)
+        return raw_documents(piece, path) if whole else fastyaml.load_all(piece)
+    except (fastyaml.Unsupported, yaml.YAMLError, ValueError):
+        return None
+
+
+def parse_piece(path: str, piece: Piece, raw: list[Any] | None = None) -> FileResult:
+    """The objects and problems of one piece of a file (with its raw documents when known), lines
+    counted from the start of the file."""
+    offset, text = piece
+    part = parse_text(text, path, raw)
+    if not offset:
+        return part
+    for obj in part.objects:
+        if obj.source is not None:
+            object.__setattr__(obj, "source", Source(path, obj.source.line + offset))
+    problems = tuple(_shift(p, offset) for p in part.problems)
+    return FileResult(path, part.objects, problems, tuple(_shift(p, offset) for p in part.notes))
+
+
+def join_pieces(path: str, parts: Iterable[FileResult], stamp: tuple[float, int]) -> FileResult:
+    """One file's result from its pieces' results, in file order."""
+    objects: list[Object] = []
+    problems: list[Problem] = []
+    notes: list[Problem] = []
+    for part in parts:
+        objects.extend(part.objects)
+        problems.extend(part.problems)
+        notes.extend(part.notes)
+    return FileResult(path, tuple(objects), tuple(problems), tuple(notes), stamp)
 
 
 def raw_documents(text: str, path: str) -> list[Any]:
@@ -214,7 +251,7 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
         if len(chunks) < 2:
             line, reason = _syntax_error(exc)
             return FileResult(path, problems=(Problem(path, line, "", "", reason),))
-        return _parse_chunks(chunks, path)
+        return join_pieces(path, [parse_piece(path, chunk) for chunk in chunks], (0.0, 0))
     for doc in docs:
         try:
             obj = parse_object(doc.data)
@@ -238,22 +275,6 @@ def _split_documents(text: str) -> list[tuple[int, str]]:
     starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text) if m.start()]
     ends = [*starts[1:], len(text)]
     return [(text.count("\n", 0, a), text[a:b]) for a, b in zip(starts, ends, strict=True)]
-
-
-def _parse_chunks(chunks: list[tuple[int, str]], path: str) -> FileResult:
-    """Parse each document of a file on its own, so that a syntax error costs only its document."""
-    objects: list[Object] = []
-    problems: list[Problem] = []
-    notes: list[Problem] = []
-    for offset, chunk in chunks:
-        part = parse_text(chunk, path)
-        for obj in part.objects:
-            if obj.source is not None:
-                object.__setattr__(obj, "source", Source(path, obj.source.line + offset))
-            objects.append(obj)
-        problems.extend(_shift(p, offset) for p in part.problems)
-        notes.extend(_shift(p, offset) for p in part.notes)
-    return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
 
 
 def _shift(problem: Problem, offset: int) -> Problem:

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import marshal
 import multiprocessing
 import multiprocessing.process
 import multiprocessing.queues
 import os
 import queue
 import threading
+from typing import Any
 
 from clusterdns.allocate import Store
-from clusterdns.manifests import FileResult, Loaded, Problem, find_files, load_file, locate_in_file, read_file
+from clusterdns.manifests import (
+    FileResult,
+    Piece,
+    Problem,
+    find_files,
+    join_pieces,
+    locate_in_file,
+    parse_piece,
+    piece_documents,
+    pieces,
+    read_file,
+    read_text,
+)
 from clusterdns.registry import Config, Memo, Registry, build
 
 
@@ -42,25 +56,36 @@ def open_store(state: str | None, zones: str) -> Store:
 
 
 PARALLEL_BYTES = 2_000_000  # below this, a second process costs more than it saves
+PIECE_BYTES = 200_000  # large files are shared out in pieces of about this size
 
 
 def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
-    """Parse (size, path) files; results in the order given. A large first load uses two cores: a
-    forked helper process reads YAML into plain data (cheap to hand back) while this one turns the
-    helper's documents into objects, and reads files itself whenever it would otherwise wait. Both take
-    the next file from one shared counter, so whichever stage is slower gets help.
+    """Parse (size, path) files; results in the order given.
+
+    A large first load uses two cores. Files are cut into pieces at document markers; a forked helper
+    process reads pieces' YAML into plain data (cheap to hand back) while this one turns the helper's
+    documents into objects, and reads pieces itself whenever it would otherwise wait. Both take the
+    next piece from one shared counter, so whichever stage is slower gets help, and neither waits long
+    for the other at the end. A piece that is not plain block YAML, or has an error, makes its file be
+    read here as a whole, the usual way.
 
     Forking is only done while this process has a single thread (before the server starts its
     watcher), where it is safe.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    total = sum(size for size, _ in files)
     paths = [path for _, path in files]
-    if cores < 2 or len(files) < 2 or total < PARALLEL_BYTES or threading.active_count() > 1:
+    if cores < 2 or len(files) < 1 or sum(size for size, _ in files) < PARALLEL_BYTES or threading.active_count() > 1:
         return [read_file(path) for path in paths]
+    texts = [read_text(path) for path in paths]
+    units: list[tuple[int, Piece, bool]] = []  # (file, piece, whole file)
+    for index, (text, _) in enumerate(texts):
+        if isinstance(text, str):
+            cut = pieces(text, paths[index], PIECE_BYTES)
+            units.extend((index, piece, len(cut) == 1) for piece in cut)
+
     ctx = multiprocessing.get_context("fork")
-    counter = ctx.Value("i", 0)  # the next file to take, for both processes
-    done: multiprocessing.queues.Queue[tuple[int, Loaded]] = ctx.Queue()
+    counter = ctx.Value("i", 0)  # the next unit to take, for both processes
+    done: multiprocessing.queues.Queue[tuple[int, bytes | Documents]] = ctx.Queue()
 
     def take() -> int:
         with counter.get_lock():
@@ -68,40 +93,65 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
             counter.value += 1
         return index
 
+    def documents(unit: int) -> list[Any] | None:
+        index, (_, text), whole = units[unit]
+        return piece_documents(text, paths[index], whole)
+
     def helper() -> None:
-        while (index := take()) < len(paths):
-            done.put((index, load_file(paths[index])))
+        while (unit := take()) < len(units):
+            raw = documents(unit)
+            try:  # marshal reads back three times faster than pickle; it takes plain data only
+                done.put((unit, marshal.dumps(raw)))
+            except ValueError:  # a YAML timestamp, say
+                done.put((unit, raw))
         done.close()
         done.join_thread()
 
     process = ctx.Process(target=helper, daemon=True)
     process.start()
+    parts: list[list[tuple[int, FileResult | None]]] = [[] for _ in paths]  # (offset, result) per file
+    left = [0] * len(paths)
+    for index, _, _ in units:
+        left[index] += 1
     results: list[FileResult | None] = [None] * len(paths)
     try:
-        for _ in range(len(paths)):
-            index = take() if done.empty() else len(paths)
-            if index < len(paths):  # nothing to do but wait: read a file here, start to end
-                results[index] = read_file(paths[index])
+        for _ in range(len(units)):
+            unit = take() if done.empty() else len(units)
+            if unit < len(units):  # nothing to do but wait: read a piece here
+                raw = documents(unit)
             else:
                 got = _get(done, process)
                 if got is None:  # the helper died: read what is missing here
                     break
-                index, loaded = got
-                results[index] = read_file(paths[index], loaded)
-        for index, result in enumerate(results):
-            if result is None:
-                results[index] = read_file(paths[index])
+                unit, payload = got
+                raw = marshal.loads(payload) if isinstance(payload, bytes) else payload
+            index, piece, _ = units[unit]
+            parts[index].append((piece[0], None if raw is None else parse_piece(paths[index], piece, raw)))
+            left[index] -= 1
+            if not left[index]:
+                results[index] = _assemble(paths[index], parts[index], texts[index][1])
     finally:
         process.join(5)
         if process.is_alive():
             process.kill()
-    return [r for r in results if r is not None]
+    return [result or read_file(path) for result, path in zip(results, paths, strict=True)]
+
+
+def _assemble(path: str, parts: list[tuple[int, FileResult | None]], stamp: tuple[float, int]) -> FileResult:
+    """A file's result from its pieces' results; read as a whole when a piece could not be read alone."""
+    done = [part for _, part in sorted(parts, key=lambda p: p[0]) if part is not None]
+    if len(done) < len(parts):
+        return read_file(path)
+    return join_pieces(path, done, stamp)
+
+
+Documents = list[Any] | None  # a piece's raw documents (None: read its file as a whole)
 
 
 def _get(
-    done: multiprocessing.queues.Queue[tuple[int, Loaded]], process: multiprocessing.process.BaseProcess
-) -> tuple[int, Loaded] | None:
-    """The helper's next file, or None once it has died with nothing more to give."""
+    done: multiprocessing.queues.Queue[tuple[int, bytes | Documents]], process: multiprocessing.process.BaseProcess
+) -> tuple[int, bytes | Documents] | None:
+    """The helper's next piece, or None once it has died with nothing more to give."""
     while True:
         try:
             return done.get(timeout=1)
