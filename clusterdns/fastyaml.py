@@ -27,6 +27,7 @@ _STR = "tag:yaml.org,2002:str"
 # A plain scalar may not start with an indicator character (YAML 1.1 section 4.2.3 / 9.1.3).
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _MARKER = re.compile(r"^(---|\.\.\.)(?:[ \t]|$)")
+_COLLECTIONS = (list, dict)  # a tuple: `list | dict` would build a union object at every use
 
 
 def _plain(text: str) -> Any:
@@ -55,7 +56,7 @@ def _scalar(text: str) -> Any:
     value = _MEMO.get(text, _MEMO)
     if value is _MEMO:
         value = _scalar_uncached(text)
-        if not isinstance(value, list | dict):
+        if not isinstance(value, _COLLECTIONS):
             if len(_MEMO) > 200_000:
                 _MEMO.clear()
             _MEMO[text] = value
@@ -147,6 +148,43 @@ def _split_key(content: str) -> tuple[str, str] | None:
     return content[:i], content[i + 2 :].strip()
 
 
+_NESTED = object()  # an entry's value is on the lines below: `key:` alone
+_ENTRIES: dict[str, tuple[Any, Any]] = {}
+
+
+def _entry(content: str) -> tuple[Any, Any]:
+    """(key, value) of a mapping line `key: value`, the value _NESTED for `key:`. Memoised like scalars
+    (manifests repeat `apiVersion: v1`, `protocol: TCP`... thousands of times), unless the value is a
+    collection, which must be a new one each time."""
+    first = content[0]
+    if first == "-" and (content == "-" or content[1] == " "):
+        raise Unsupported(content)
+    if first == "'" or first == '"':
+        split = _split_key(content)
+        if split is None:
+            raise Unsupported(content)
+        key_text, rest = split
+    else:
+        j = content.find(": ")
+        if j != -1:
+            key_text, rest = content[:j], content[j + 2 :].lstrip(" ")
+        elif content[-1] == ":":
+            key_text, rest = content[:-1], ""
+        else:
+            raise Unsupported(content)
+    if not key_text:
+        raise Unsupported(content)
+    key = _scalar(key_text)
+    if isinstance(key, _COLLECTIONS):
+        raise Unsupported(content)
+    value = _scalar(rest) if rest else _NESTED
+    if not isinstance(value, _COLLECTIONS):
+        if len(_ENTRIES) > 100_000:
+            _ENTRIES.clear()
+        _ENTRIES[content] = (key, value)
+    return key, value
+
+
 class _Reader:
     def __init__(self, lines: list[tuple[int, str]]) -> None:
         self.lines = lines  # (indent, content) with comments and blank lines removed
@@ -174,36 +212,20 @@ class _Reader:
         lines = self.lines
         count = len(lines)
         i = self.i
+        entries = _ENTRIES
         while i < count:
             line_indent, content = lines[i]
             if line_indent != indent:
                 if line_indent < indent:
                     break
                 raise Unsupported(content)
-            first = content[0]
-            if first == "-" and (content == "-" or content[1] == " "):
-                raise Unsupported(content)
-            if first == "'" or first == '"':
-                split = _split_key(content)
-                if split is None:
-                    raise Unsupported(content)
-                key_text, rest = split
-            else:
-                j = content.find(": ")
-                if j != -1:
-                    key_text, rest = content[:j], content[j + 2 :].lstrip(" ")
-                elif content[-1] == ":":
-                    key_text, rest = content[:-1], ""
-                else:
-                    raise Unsupported(content)
-            if not key_text:
-                raise Unsupported(content)
-            key = _scalar(key_text)
-            if isinstance(key, list | dict):
-                raise Unsupported(content)
+            entry = entries.get(content)
+            if entry is None:
+                entry = _entry(content)
+            key, value = entry
             i += 1
-            if rest:
-                out[key] = _scalar(rest)
+            if value is not _NESTED:
+                out[key] = value
             else:
                 self.i = i
                 out[key] = self.nested(indent, allow_sequence=True)
@@ -239,6 +261,24 @@ class _Reader:
         return out
 
 
+_LINES: dict[str, Any] = {}
+
+
+def _line(raw: str) -> tuple[int, str] | None:
+    """(indent, content) of a line that is not a document marker; None for a blank or comment line.
+    Memoised: manifests repeat whole lines, indentation included."""
+    stripped = raw.lstrip(" ")
+    line = None
+    if stripped and stripped[0] != "#":
+        content = _strip_comment(stripped) if "#" in stripped else stripped.rstrip(" ")
+        if content:
+            line = (len(raw) - len(stripped), content)
+    if len(_LINES) > 100_000:
+        _LINES.clear()
+    _LINES[raw] = line
+    return line
+
+
 def load_all(text: str) -> list[Any]:
     """Every document in `text`, as `list(yaml.safe_load_all(text))` would give them."""
     if "\t" in text or "\r" in text or text.startswith("%") or "\n%" in text:
@@ -246,22 +286,22 @@ def load_all(text: str) -> list[Any]:
     docs: list[list[tuple[int, str]]] = []
     current: list[tuple[int, str]] = []
     explicit = False
+    known = _LINES
     for raw in text.split("\n"):
-        stripped = raw.lstrip(" ")
-        if not stripped or stripped[0] == "#":
-            continue
-        if (stripped[0] == "-" or stripped[0] == ".") and _MARKER.match(raw):
-            if raw.startswith("..."):
-                raise Unsupported("document end marker")
-            if _strip_comment(raw[3:]).strip():
-                raise Unsupported("content after a document marker")
-            if current or explicit:
-                docs.append(current)
-            current, explicit = [], True
-            continue
-        content = _strip_comment(stripped) if "#" in stripped else stripped.rstrip(" ")
-        if content:
-            current.append((len(raw) - len(stripped), content))
+        line = known.get(raw, _LINES)
+        if line is _LINES:
+            if raw and (raw[0] == "-" or raw[0] == ".") and _MARKER.match(raw):
+                if raw.startswith("..."):
+                    raise Unsupported("document end marker")
+                if _strip_comment(raw[3:]).strip():
+                    raise Unsupported("content after a document marker")
+                if current or explicit:
+                    docs.append(current)
+                current, explicit = [], True
+                continue
+            line = _line(raw)
+        if line is not None:
+            current.append(line)
     if current or explicit:
         docs.append(current)
     out: list[Any] = []

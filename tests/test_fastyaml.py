@@ -59,6 +59,18 @@ def test_same_as_pyyaml(text: str) -> None:
     assert fastyaml.load_all(text) == list(yaml.safe_load_all(text))
 
 
+def test_repeated_lines_read_alike_and_share_no_collection() -> None:
+    """Lines are remembered across documents and files: a text read again (every line now known) still
+    reads as PyYAML reads it, and a collection value on a repeated line is a new object each time."""
+    for text in SAME:
+        fastyaml.load_all(text)
+    for text in SAME:
+        assert fastyaml.load_all(text) == list(yaml.safe_load_all(text)), text
+    first, second = fastyaml.load_all("a: []\nb: [1, 2]\nc: {}\nd:\n- x\n---\na: []\nb: [1, 2]\nc: {}\nd:\n- x\n")
+    for key in "abcd":
+        assert first[key] == second[key] and first[key] is not second[key], key
+
+
 @pytest.mark.parametrize("text", UNSUPPORTED)
 def test_steps_aside(text: str) -> None:
     """YAML outside the block subset raises Unsupported, so the caller reads it with PyYAML."""
