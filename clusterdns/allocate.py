@@ -208,14 +208,19 @@ class SuffixSpace:
     def invalid(self, value: str) -> str | None:
         return None
 
+    # The five characters are the hash's lowest base-27 digits, least significant first; two at a time.
+    _PAIRS = [a + b for b in SAFE_ALPHABET for a in SAFE_ALPHABET]
+
     def candidates(self, owner: str) -> Iterator[str]:
+        pairs, size, alphabet = self._PAIRS, len(self._PAIRS), self.ALPHABET
         for salt in range(1000):
             n = _hash(owner, salt)
-            chars = []
-            for _ in range(5):
-                n, r = divmod(n, len(self.ALPHABET))
-                chars.append(self.ALPHABET[r])
-            yield f"{self.prefix}-{''.join(chars)}"
+            last = alphabet[n // (size * size) % len(alphabet)]
+            yield f"{self.prefix}-{pairs[n % size]}{pairs[n // size % size]}{last}"
+
+
+# A pool's stored entry for one owner: [value, first allocated (seconds since the epoch)].
+Entry = list[Any]
 
 
 class Store:
@@ -259,31 +264,33 @@ class Store:
 
     def allocate(
         self, pools: Mapping[str, Sequence[Claim]], now: float
-    ) -> tuple[dict[str, dict[str, str | Refusal]], dict[tuple[str, str], float]]:
+    ) -> tuple[dict[str, dict[str, str | Refusal]], dict[str, Mapping[str, Entry]]]:
         """Assign every pool's claims in one transaction; release what no claim holds any more.
 
-        Returns each pool's results and the time each (pool, owner) first got its value.
+        Returns each pool's results, and each pool's entries as now stored: owner -> [value, the time
+        (whole seconds) the owner first got that value]. The entries must not be changed.
         """
         db = self.db
+        stamp = int(now)  # whole seconds: ages are shown in seconds, and integers are cheaper in JSON
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:  # another process wrote: what we remember may be stale
                 self._pools.clear()
             results: dict[str, dict[str, str | Refusal]] = {}
-            created_at: dict[tuple[str, str], float] = {}
+            entries: dict[str, Mapping[str, Entry]] = {}
             for pool, claims in pools.items():
                 old = self._pools.get(pool) or self._read(pool)
                 result = assign(claims, old.values)
                 results[pool] = result
                 held = old.entries
-                kept: dict[str, list[Any]] = {}
+                kept: dict[str, Entry] = {}
                 for owner, got in result.items():
                     if isinstance(got, str):
                         entry = held.get(owner)
-                        kept[owner] = entry if entry is not None and entry[0] == got else [got, now]
-                        created_at[(pool, owner)] = kept[owner][1]
+                        kept[owner] = entry if entry is not None and entry[0] == got else [got, stamp]
                 self._pools[pool] = self._write(pool, old, kept)
+                entries[pool] = self._pools[pool].entries
             db.execute("COMMIT")
         except BaseException:
             self._pools.clear()
@@ -291,11 +298,11 @@ class Store:
                 db.execute("ROLLBACK")
             raise
         self._version = version  # our own commits leave data_version as it was
-        return results, created_at
+        return results, entries
 
     def _read(self, pool: str) -> _Pool:
         row = self.db.execute("SELECT data FROM pools WHERE name = ?", (pool,)).fetchone()
-        entries: dict[str, list[Any]] = json.loads(row[0]) if row else {}
+        entries: dict[str, Entry] = json.loads(row[0]) if row else {}
         journal = self.db.execute("SELECT owner, value, created FROM journal WHERE pool = ?", (pool,)).fetchall()
         for owner, value, created in journal:
             if value is None:
@@ -304,7 +311,7 @@ class Store:
                 entries[owner] = [value, created]
         return _Pool(entries, len(journal))
 
-    def _write(self, pool: str, old: _Pool, kept: dict[str, list[Any]]) -> _Pool:
+    def _write(self, pool: str, old: _Pool, kept: dict[str, Entry]) -> _Pool:
         """Store `kept`, the pool's new contents, as journal rows or (when the journal grows) a new row."""
         held = old.entries
         changes = [(pool, owner, *entry) for owner, entry in kept.items() if held.get(owner) != entry]
@@ -329,7 +336,7 @@ class _Pool:
 
     __slots__ = ("entries", "journal", "values")
 
-    def __init__(self, entries: dict[str, list[Any]], journal: int) -> None:
+    def __init__(self, entries: dict[str, Entry], journal: int) -> None:
         self.entries = entries
         self.journal = journal  # an upper bound: a rewritten owner counts each time
         self.values = {owner: entry[0] for owner, entry in entries.items()}

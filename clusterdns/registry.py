@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clusterdns.allocate import Claim, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
 from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
@@ -91,7 +91,9 @@ class Registry:
     service_cidrs: tuple[str, ...]  # flags, then ServiceCIDR objects
     problems: tuple[Problem, ...] = ()
     notes: tuple[Problem, ...] = ()
-    created: Mapping[str, float] = field(default_factory=dict)  # "Kind/ns/name" -> first seen
+    seen: Mapping[str, Entry] = field(default_factory=dict)  # "Kind/ns/name" -> [_, first seen]
+    pod_ips_seen: Mapping[str, Entry] = field(default_factory=dict)  # "ns/name IPv4" -> [IP, allocated]
+    loaded: float = 0.0  # when this snapshot was built
 
     def services_in(self, namespace: str | None) -> list[Service]:
         """Services of one namespace (all when None), sorted by namespace and name."""
@@ -101,7 +103,15 @@ class Registry:
         return [p for k, p in sorted(self.pods.items()) if namespace is None or k[0] == namespace]
 
     def age_of(self, kind: str, namespace: str, name: str) -> float | None:
-        return self.created.get(f"{kind}/{namespace}/{name}")
+        """When an object was first seen (a Pod: when it got its IP), for kubectl's AGE column."""
+        if kind == "Pod":
+            if (namespace, name) not in self.pods:
+                return None
+            seen = self.pod_ips_seen
+            entry = seen.get(f"{namespace}/{name} IPv4") or seen.get(f"{namespace}/{name} IPv6")
+            return float(entry[1]) if entry else self.loaded
+        entry = self.seen.get(f"{kind}/{namespace}/{name}")
+        return float(entry[1]) if entry else None
 
     def counts(self) -> dict[str, int]:
         """Objects per kind, for metrics and summaries."""
@@ -286,7 +296,7 @@ def build(
         (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services if s.source and s.source.line == 0
     ]
 
-    results, created = store.allocate(
+    results, entries = store.allocate(
         {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims},
         now,
     )
@@ -295,8 +305,7 @@ def build(
     # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
     for w in workloads:
         pods.extend(_workload_pods(w, pod_names))
-    final_pods, pod_created = _allocate_pod_ips(b, pods)
-    created.update(pod_created)
+    final_pods, pod_entries = _allocate_pod_ips(b, pods)
 
     final_services = _apply_service_allocations(b, services, claims, results["service-ip"], results["node-port"])
 
@@ -327,13 +336,9 @@ def build(
         service_cidrs=tuple(service_cidrs),
         problems=tuple(b.problems),
         notes=tuple(notes),
-        created={owner: t for (pool, owner), t in created.items() if pool == "object"}
-        | {
-            f"Pod/{ns}/{name}": created.get(("pod-ip", f"{ns}/{name} IPv4"))
-            or created.get(("pod-ip", f"{ns}/{name} IPv6"))
-            or created.get(("object", f"Pod/{ns}/{name}"), now)
-            for ns, name in final_pods
-        },
+        seen=entries["object"],
+        pod_ips_seen=pod_entries,
+        loaded=now,
     )
 
 
@@ -352,7 +357,7 @@ class _Seen:
 _SEEN = _Seen()
 
 
-def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str], Pod], dict[tuple[str, str], float]]:
+def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str], Pod], Mapping[str, Entry]]:
     """Give every Pod an IP of each pod-network family, keeping the IPs a manifest states.
 
     A Pod that states its IPs gets no other family; a hostNetwork Pod's stated IPs are the node's and
@@ -387,7 +392,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
             claims.append((base + suffix, space, wish))
             mine.append(base + suffix)
         owners.append((pod, mine))
-    results, created = b.store.allocate({"pod-ip": claims}, b.now)
+    results, entries = b.store.allocate({"pod-ip": claims}, b.now)
     got_ips = results["pod-ip"]
     out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips}
     for pod, mine in owners:
@@ -409,7 +414,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
             out[(pod.namespace, pod.name)] = pod
         else:  # a manifest's Pod, shared with the cached parse of its file: copy
             out[(pod.namespace, pod.name)] = _pod_with_ips(pod, tuple(ips))
-    return out, created
+    return out, entries["pod-ip"]
 
 
 def _service_with(
