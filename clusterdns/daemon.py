@@ -29,7 +29,7 @@ from clusterdns.registry import Registry
 from clusterdns.respond import Responder
 from clusterdns.server import BindError, DNSServer, IPNetwork, Sockets, bind_error, serve
 from clusterdns.watch import Watcher
-from clusterdns.zones import Zones, ZonesError
+from clusterdns.zones import Zones, ZonesError, paused_gc
 
 log = logging.getLogger("clusterdns")
 
@@ -48,6 +48,7 @@ class Daemon:
     zones: Zones
     options: Options
     registry: Registry | None = None
+    zone: Zone | None = None
     serial: int = 0
     ready: bool = False
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
@@ -64,8 +65,11 @@ class Daemon:
     def load(self) -> Responder:
         """Load the zones into a new Responder (raises ZonesError when the directory is unusable)."""
         now = time.time()
-        registry = self.zones.load(now)
-        self.serial = max(int(now), self.serial + 1)  # SOA serials only grow
+        with paused_gc():
+            registry = self.zones.load(now)
+            serial = max(int(now), self.serial + 1)  # SOA serials only grow
+            zone = Zone(registry, ttl=self.options.ttl, pods=self.options.pods, serial=serial, previous=self.zone)
+        self.serial = serial
         for problem in registry.problems:
             log.warning("%s", problem)
         counts = registry.counts()
@@ -78,8 +82,7 @@ class Daemon:
             len(registry.problems),
             self.serial,
         )
-        self.registry = registry
-        zone = Zone(registry, ttl=self.options.ttl, pods=self.options.pods, serial=self.serial)
+        self.registry, self.zone = registry, zone
         responder = Responder(zone, self.stats, forwarding=self.forwarder is not None)
         if os.environ.get("CLUSTERDNS_NO_GC_FREEZE") is None:
             # The snapshot lives until the next reload and holds no reference cycles: keep the cyclic

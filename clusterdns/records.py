@@ -8,7 +8,6 @@ specification 1.1.0 say. Every negative answer carries the zone's SOA in the aut
 from __future__ import annotations
 
 import ipaddress
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +84,11 @@ _NX = _Found(False)
 class Zone:
     """One registry, indexed for DNS. Built once per registry snapshot and never changed."""
 
-    def __init__(self, registry: Registry, ttl: int = 5, pods: str = "insecure", serial: int = 1) -> None:
+    def __init__(
+        self, registry: Registry, ttl: int = 5, pods: str = "insecure", serial: int = 1, previous: Zone | None = None
+    ) -> None:
+        """`previous`, the Zone of the snapshot this one replaces, lends its named endpoints for services
+        whose endpoints did not change; it is not kept."""
         if pods not in PODS_MODES:
             raise ValueError(f"pods mode must be one of {', '.join(PODS_MODES)}, got {pods!r}")
         self.registry = registry
@@ -106,12 +109,13 @@ class Zone:
             for zone in ("in-addr.arpa", "ip6.arpa")
         }
         self._ready: dict[tuple[str, str], list[Ready]] = {}
+        self._endpoint_ptrs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (IP, PTR target) per service
         self.ptr: dict[str, list[str]] = {}
         self.pod_ips: set[tuple[str, str]] = set()  # (namespace, IP) of every Pod, for pods verified
         if pods == "verified":
             self.pod_ips = {(p.namespace, ip) for p in registry.pods.values() for ip in p.ips}
         self.networks = [ipaddress.ip_network(c) for c in (*registry.service_cidrs, *registry.config.pod_cidrs)]
-        self._index_reverse()
+        self._index_reverse(previous)
 
     # --- indexes ---
 
@@ -127,11 +131,11 @@ class Zone:
             self._ready[svc.key] = found
         return found
 
-    def _index_reverse(self) -> None:
+    def _index_reverse(self, previous: Zone | None) -> None:
         """Cluster IPs name their service; other ready endpoint IPs name `<endpoint>.<svc>.<ns>.svc.<zone>`,
         once per service that has them (CoreDNS plugin/kubernetes/reverse.go: cluster IPs first)."""
         ptr = self.ptr
-        endpoints: dict[str, list[str]] = defaultdict(list)
+        endpoints: dict[str, list[str]] = {}
         with_endpoints = self.registry.endpoints
         for key, svc in self.services.items():
             if svc.type == EXTERNAL_NAME:
@@ -141,11 +145,23 @@ class Zone:
                 for ip in svc.cluster_ips:
                     if ip not in ptr:
                         ptr[ip] = [base]
-            if with_endpoints.get(key):
-                for r in self.ready(svc):
-                    target = f"{r.name}.{base}"
-                    if target not in endpoints[r.ip]:
-                        endpoints[r.ip].append(target)
+            eps = with_endpoints.get(key)
+            if not eps:
+                continue
+            pairs = None
+            if previous is not None and previous.domain == self.domain and previous.registry.endpoints.get(key) is eps:
+                pairs = previous._endpoint_ptrs.get(key)
+                if pairs is not None:
+                    self._ready[key] = previous._ready[key]
+            if pairs is None:
+                pairs = [(r.ip, f"{r.name}.{base}") for r in self.ready(svc)]
+            self._endpoint_ptrs[key] = pairs
+            for ip, target in pairs:
+                targets = endpoints.get(ip)
+                if targets is None:
+                    endpoints[ip] = [target]
+                elif target not in targets:
+                    targets.append(target)
         for ip, targets in endpoints.items():
             ptr.setdefault(ip, targets)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
@@ -170,6 +170,9 @@ class Memo:
         self.spaces: dict[str, IPSpace] = {}
         self.node_ports = PortSpace()
         self.services: dict[int, _ServiceClaims] = {}
+        self.workloads: dict[int, tuple[Workload, list[str | Refusal | None], list[Pod]]] = {}
+        self.pods: dict[int, _PodClaims] = {}
+        self.registry: Registry | None = None  # the last build's
 
     def start(self, service_cidrs: Sequence[str]) -> None:
         """Forget everything when the service CIDRs (flags and ServiceCIDR objects) changed."""
@@ -177,6 +180,7 @@ class Memo:
             self.cidrs = tuple(service_cidrs)
             self.spaces.clear()
             self.services.clear()
+            self.registry = None
 
     def space(self, cidr: str, valid: Sequence[str]) -> IPSpace:
         key = f"{cidr} {','.join(valid)}"
@@ -197,6 +201,17 @@ class _ServiceClaims:
         self.port_claims = port_claims
         self.given: tuple[list[str | Refusal], list[str | Refusal]] | None = None
         self.final: Service | None = None
+
+
+class _PodClaims:
+    """One Pod's pod-IP claims and, once allocated, the Pod it became."""
+
+    __slots__ = ("claims", "final", "pod")
+
+    def __init__(self, pod: Pod, claims: list[Claim]) -> None:
+        self.pod = pod  # kept alive, so that its id() is not reused
+        self.claims = claims
+        self.final: Pod | None = None
 
 
 class _Builder:
@@ -303,8 +318,14 @@ def build(
     pod_names = results["pod-name"]
 
     # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
+    generated: dict[int, tuple[Workload, list[str | Refusal | None], list[Pod]]] = {}
     for w in workloads:
-        pods.extend(_workload_pods(w, pod_names))
+        got = [pod_names.get(f"{w.namespace}/{w.kind}/{w.pod_prefix}/{i}") for i in range(w.replicas)]
+        before = memo.workloads.get(id(w))
+        runs = before[2] if before is not None and before[0] is w and before[1] == got else _workload_pods(w, got)
+        generated[id(w)] = (w, got, runs)
+        pods.extend(runs)
+    memo.workloads = generated
     final_pods, pod_entries = _allocate_pod_ips(b, pods)
 
     final_services = _apply_service_allocations(b, services, claims, results["service-ip"], results["node-port"])
@@ -322,9 +343,10 @@ def build(
         final_pods.values(),
         [e for e in by_kind["Endpoints"] if isinstance(e, EndpointsObject)],
         [e for e in by_kind["EndpointSlice"] if isinstance(e, EndpointSlice)],
+        *_unchanged_since(memo.registry, final_pods),
     )
 
-    return Registry(
+    memo.registry = Registry(
         config=config,
         namespaces=dict(sorted(namespaces.items())),
         services=final_services,
@@ -340,6 +362,19 @@ def build(
         pod_ips_seen=pod_entries,
         loaded=now,
     )
+    return memo.registry
+
+
+def _unchanged_since(
+    previous: Registry | None, pods: Mapping[tuple[str, str], Pod]
+) -> tuple[Registry | None, set[str]]:
+    """The previous registry and the namespaces where a Pod came, went or changed since it was built."""
+    if previous is None:
+        return None, set()
+    before = previous.pods
+    changed = {ns for (ns, name), pod in pods.items() if before.get((ns, name)) is not pod}
+    changed.update(ns for ns, name in before.keys() - pods.keys())
+    return previous, changed
 
 
 class _Seen:
@@ -372,33 +407,41 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     families = [(v, f" IPv{v}", spaces[v]) for v in versions]
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
-    owners: list[tuple[Pod, list[str]]] = []  # each Pod that takes pod-network IPs, with its claims
+    owners: list[_PodClaims] = []  # each Pod that takes pod-network IPs, with its claims
+    remembered, memo = b.memo.pods, {}
     for pod in pods:
         key = (pod.namespace, pod.name)
         if key in kept:
             b.problem(pod, (), f"duplicate Pod name; the one at {kept[key].source} is used")
             continue
         kept[key] = pod
-        if pod.ips and pod.spec.host_network:
+        stated = () if pod.owner else pod.ips  # a generated Pod may hold the IPs of an earlier build
+        if stated and pod.spec.host_network:
             continue
-        base = f"{pod.namespace}/{pod.name}"
-        mine = []
-        for version, suffix, space in families:
-            wish = None
-            if pod.ips:
-                wish = next((ip for ip in pod.ips if _version(ip) == version), None)
-                if wish is None:
-                    continue
-            claims.append((base + suffix, space, wish))
-            mine.append(base + suffix)
-        owners.append((pod, mine))
+        mine = remembered.get(id(pod))
+        if mine is None or mine.pod is not pod:
+            base = f"{pod.namespace}/{pod.name}"
+            own: list[Claim] = []
+            for version, suffix, space in families:
+                wish = None
+                if stated:
+                    wish = next((ip for ip in stated if _version(ip) == version), None)
+                    if wish is None:
+                        continue
+                own.append((base + suffix, space, wish))
+            mine = _PodClaims(pod, own)
+        memo[id(pod)] = mine
+        claims.extend(mine.claims)
+        owners.append(mine)
+    b.memo.pods = memo
     results, entries = b.store.allocate({"pod-ip": claims}, b.now)
     got_ips = results["pod-ip"]
-    out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips}
-    for pod, mine in owners:
+    out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips and not pod.owner}
+    for mine in owners:
+        pod = mine.pod
         ips: list[str] = []
         refused = False
-        for owner in mine:
+        for owner, _, _ in mine.claims:
             got = got_ips[owner]
             if isinstance(got, Refusal):
                 b.problem(pod, ("status", "podIP"), got.message)
@@ -407,13 +450,20 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
                 ips.append(got)
         if refused:
             continue
-        if pod.ips:  # keep the declared order
+        if pod.ips and not pod.owner:  # keep the declared order
             ips = [ip for ip in pod.ips if ip in ips] or ips
-        if pod.owner:  # generated by this build and not yet shared: fill in place, as __init__ would
-            object.__setattr__(pod, "ips", tuple(ips))
-            out[(pod.namespace, pod.name)] = pod
-        else:  # a manifest's Pod, shared with the cached parse of its file: copy
-            out[(pod.namespace, pod.name)] = _pod_with_ips(pod, tuple(ips))
+        given = tuple(ips)
+        if pod.ips == given:  # as stated, or a generated Pod given the same IPs again
+            final = pod
+        elif mine.final is not None and mine.final.ips == given:  # as in the previous build
+            final = mine.final
+        elif pod.owner and not pod.ips:  # generated by this build and not yet shared: fill in place
+            object.__setattr__(pod, "ips", given)
+            final = pod
+        else:  # shared with the cached parse of its file, or with an earlier snapshot: copy
+            final = _pod_with_ips(pod, given)
+        mine.final = final
+        out[(pod.namespace, pod.name)] = final
     return out, entries["pod-ip"]
 
 
@@ -565,12 +615,12 @@ def _apply_service_allocations(
     return out
 
 
-def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]:
-    """The Pods a Deployment, ReplicaSet or StatefulSet runs, all Running and Ready."""
+def _workload_pods(w: Workload, names: Sequence[str | Refusal | None]) -> list[Pod]:
+    """The Pods a Deployment, ReplicaSet or StatefulSet runs, all Running and Ready; `names` are the
+    allocated pod names of each replica (ignored for a StatefulSet, whose names are fixed)."""
     out = []
     owner = f"{w.kind}/{w.name}"
     labels = dict(w.template.labels)
-    prefix = w.pod_prefix
     if w.template_hash:
         labels["pod-template-hash"] = w.template_hash
     for i in range(w.replicas):
@@ -584,7 +634,7 @@ def _workload_pods(w: Workload, names: Mapping[str, str | Refusal]) -> list[Pod]
             }
             spec = dataclasses.replace(spec, hostname=name, subdomain=w.service_name or spec.subdomain)
         else:
-            got = names.get(f"{w.namespace}/{w.kind}/{prefix}/{i}")
+            got = names[i]
             if not isinstance(got, str):
                 continue
             name, pod_labels = got, labels
@@ -612,6 +662,8 @@ def derive_endpoints(
     pods: Iterable[Pod],
     endpoints_objects: Sequence[EndpointsObject],
     slices: Sequence[EndpointSlice],
+    previous: Registry | None = None,
+    changed: Set[str] = frozenset(),
 ) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
     """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
 
@@ -620,10 +672,21 @@ def derive_endpoints(
     port the Pod lacks leaves that port out), and a hostname only when the Pod's subdomain is the
     Service's name. Terminated Pods and Pods without an IP are left out. A Service without a selector
     takes Endpoints objects of its name and EndpointSlices labelled with it.
+
+    Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
+    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints.
     """
+    services = list(services)
+    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    if previous is not None:
+        for svc in services:
+            key = svc.key
+            if svc.selector is not None and svc.namespace not in changed and previous.services.get(key) is svc:
+                out[key] = previous.endpoints[key]
+    needed = {svc.namespace for svc in services if svc.key not in out}
     index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
     for pod in pods:
-        if not pod.ips or pod.phase in ("Succeeded", "Failed"):
+        if not pod.ips or pod.phase in ("Succeeded", "Failed") or pod.namespace not in needed:
             continue
         for k, v in pod.labels.items():
             index[(pod.namespace, k, v)].append(pod)
@@ -633,8 +696,9 @@ def derive_endpoints(
     for eo in endpoints_objects:
         manual[eo.key].extend(eo.endpoints)
 
-    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
     for svc in services:
+        if svc.key in out:
+            continue
         if svc.type == EXTERNAL_NAME:
             out[svc.key] = ()
             continue
@@ -648,7 +712,7 @@ def derive_endpoints(
             out[svc.key] = tuple(eps)
             continue
         out[svc.key] = tuple(_selected_endpoints(svc, index))
-    return out
+    return {svc.key: out[svc.key] for svc in services}
 
 
 def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[Pod]]) -> list[Endpoint]:

@@ -397,10 +397,69 @@ def test_reloads_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path)
     assert reloaded.services[("default", "one")].ports[0].node_port == 31111
 
 
-def load_fresh(state: Path, now: float) -> Registry:
+def pod_manifest(name: str, app: str, namespace: str = "default", ip: str = "") -> str:
+    status = f"status:\n  podIP: {ip}\n" if ip else ""
+    return (
+        f"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"  labels:\n    app: {app}\nspec:\n  containers:\n  - name: c\n    ports:\n    - name: http\n"
+        f"      containerPort: 8080\n{status}"
+    )
+
+
+def selecting(name: str, app: str, namespace: str = "default", target: str = "http") -> str:
+    return (
+        f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n"
+        f"  selector:\n    app: {app}\n  ports:\n  - port: 80\n    targetPort: {target}\n"
+    )
+
+
+def snapshot(registry: Registry) -> dict[str, object]:
+    """Everything a reload could get wrong: allocations, endpoints, problems."""
+    return {
+        "allocations": allocations(registry),
+        "endpoints": {
+            f"{ns}/{n}": [(e.ip, e.ready, e.hostname, e.pod, [(p.name, p.port) for p in e.ports]) for e in eps]
+            for (ns, n), eps in registry.endpoints.items()
+        },
+        "problems": problems(registry),
+    }
+
+
+def test_reloaded_pods_and_endpoints_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path) -> None:
+    """Reloads that reuse unchanged Pods, workload Pods and endpoints give what fresh loads give, as Pods
+    come and go, change labels, scale and move between namespaces."""
+    state = tmp_path / "state"
+    store = Store(str(state))
+    zones = Zones("zones", Config(), store)
+    web = selecting("web", "web", target="8080") + deployment(2)
+    steps = [
+        {"a.yaml": web, "b.yaml": selecting("api", "api") + pod_manifest("api-1", "api"), "c.yaml": ""},
+        {"c.yaml": pod_manifest("api-2", "api")},  # a Pod joins api; web untouched
+        {"c.yaml": pod_manifest("api-2", "web")},  # it moves to web by its label
+        {"a.yaml": selecting("web", "web", target="8080") + deployment(3)},  # web scales up
+        {"c.yaml": pod_manifest("api-2", "api", "other") + selecting("api", "api", "other")},  # another namespace
+        {"b.yaml": selecting("api", "api") + pod_manifest("api-1", "api", ip="10.244.9.9")},  # a stated IP
+        {"a.yaml": selecting("web", "web", target="8080") + deployment(1, "nginx:2")},  # a new template: new Pods
+        {"c.yaml": ""},
+    ]
+    try:
+        for i, files in enumerate(steps):
+            write_zones(files)
+            for name in files:
+                os.utime(Path("zones") / name, ns=(i * 10**9, (1000 + i) * 10**9))
+            reloaded = zones.load(float(i))
+            assert snapshot(reloaded) == snapshot(load_fresh(state, float(i), Config())), f"step {i}"
+            assert sum(len(e) for e in reloaded.endpoints.values()) > 0
+    finally:
+        store.close()
+    assert [e.ip for e in reloaded.endpoints[("default", "api")]] == ["10.244.9.9"]
+    assert len(reloaded.endpoints[("default", "web")]) == 1  # the new template's one Pod
+
+
+def load_fresh(state: Path, now: float, config: Config = DUAL_STACK) -> Registry:
     store = Store(str(state))
     try:
-        return Zones("zones", DUAL_STACK, store).load(now)
+        return Zones("zones", config, store).load(now)
     finally:
         store.close()
 

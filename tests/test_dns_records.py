@@ -410,3 +410,45 @@ def test_case_insensitive_negative(cluster: dict[str, DNS]) -> None:
     assert msg.question[0].name.to_text() == qname
     assert msg.rcode() == NXDOMAIN
     assert sorted(line.lower() for line in lines(msg.authority)) == [zone_line(SOA).lower()]
+
+
+def test_zone_built_on_the_previous_answers_as_a_fresh_one(tmp_path: Path) -> None:
+    """A Zone that borrows unchanged services' named endpoints from the Zone it replaces indexes exactly
+    what a Zone built from nothing indexes: the same PTR targets, the same ready endpoints."""
+    from clusterdns.allocate import Store
+    from clusterdns.records import Zone
+    from clusterdns.registry import Config
+    from clusterdns.zones import Zones
+
+    def service(name: str, ns: str) -> str:
+        return (
+            f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n"
+            f"  clusterIP: None\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n"
+        )
+
+    def pod(name: str, ns: str, app: str, ip: str) -> str:
+        return (
+            f"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n"
+            f"    app: {app}\nspec:\n  hostname: {name}\n  subdomain: {app}\n  containers:\n  - name: c\n"
+            f"status:\n  podIP: {ip}\n"
+        )
+
+    zones_dir = tmp_path / "zones"
+    zones_dir.mkdir()
+    (zones_dir / "a.yaml").write_text(service("one", "default") + pod("p1", "default", "one", "10.244.0.5"))
+    (zones_dir / "b.yaml").write_text(service("two", "other") + pod("p2", "other", "two", "10.244.0.6"))
+    zones = Zones(str(zones_dir), Config(), Store(None))
+    before = Zone(zones.load(0.0))
+    changed = (
+        service("two", "other") + pod("p2", "other", "two", "10.244.0.7") + pod("p3", "other", "two", "10.244.0.8")
+    )
+    (zones_dir / "b.yaml").write_text(changed)
+    registry = zones.load(1.0)
+    assert registry.endpoints[("default", "one")] is before.registry.endpoints[("default", "one")]  # reused
+    reused, fresh = Zone(registry, previous=before), Zone(registry)
+    assert reused.ptr == fresh.ptr
+    assert reused.ptr["10.244.0.5"] == ["p1.one.default.svc.cluster.local"]
+    assert reused.ptr["10.244.0.7"] == ["p2.two.other.svc.cluster.local"]
+    assert "10.244.0.6" not in reused.ptr
+    for svc in registry.services.values():
+        assert [(r.name, r.ip) for r in reused.ready(svc)] == [(r.name, r.ip) for r in fresh.ready(svc)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: how fast a change to zones/ is answered, with N Services loaded.
 
-    python tests/bench/bench_reload.py [--services 10000] [--changes 10]
+    python tests/bench/bench_reload.py [--services 10000] [--pods 0] [--changes 10]
 
 Two figures, each over several changes:
 1. reload cost: in this process, the time to re-read one changed file and build and index the new
@@ -9,7 +9,8 @@ Two figures, each over several changes:
 2. write to answer: a real `clusterdns serve` on loopback; a file with a new Service is written and
    the Service is queried in a loop until the answer is right; the time from the write to that answer
    (this includes the watcher's debounce, 0.1 s).
-Servers listen on 127.0.0.1 only; every wait is bounded.
+With --pods N the zones are bench_load.py's cluster instead (N selector-matched Pod manifests, each
+Service with endpoints). Servers listen on 127.0.0.1 only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from dns_helpers import free_port  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_load  # noqa: E402
+
 from clusterdns.allocate import Store  # noqa: E402
 from clusterdns.records import Zone  # noqa: E402
 from clusterdns.registry import Config  # noqa: E402
-from clusterdns.zones import Zones  # noqa: E402
+from clusterdns.zones import Zones, paused_gc  # noqa: E402
 
 
 def generate(zones: str, n: int) -> None:
@@ -63,12 +67,13 @@ def write_change(zones: str, k: int) -> None:
 
 def reload_cost(zones: str, state: str, changes: int) -> list[float]:
     loader = Zones(zones, Config(), Store(state))
-    Zone(loader.load(time.time()))
+    zone = Zone(loader.load(time.time()))
     costs = []
     for k in range(changes):
         write_change(zones, 100 + k)
         started = time.perf_counter()
-        Zone(loader.load(time.time()))
+        with paused_gc():  # as serve builds them
+            zone = Zone(loader.load(time.time()), previous=zone)
         costs.append(time.perf_counter() - started)
     return costs
 
@@ -110,17 +115,21 @@ def _wait_answer(port: int, name: str, want: str | None, seconds: float) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--pods", type=int, default=0)
     parser.add_argument("--changes", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         zones, state = os.path.join(tmp, "zones"), os.path.join(tmp, "state")
         os.makedirs(zones)
-        generate(zones, args.services)
+        if args.pods:
+            bench_load.generate(zones, args.services, args.pods, "pods")
+        else:
+            generate(zones, args.services)
         costs = reload_cost(zones, state, args.changes)
         os.remove(os.path.join(zones, "change.yaml"))
         ready, times = write_to_answer(zones, state, args.changes)
     ms = [c * 1000 for c in costs]
-    print(f"{args.services} services; {args.changes} changes of one file each")
+    print(f"{args.services} services, {args.pods} pods; {args.changes} changes of one file each")
     print(
         "reload cost (re-read one file, build and index the snapshot): "
         f"median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms"
