@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import yaml
 
 from clusterdns import envvars, kubectl
+from clusterdns.allocate import Store
 from clusterdns.daemon import Daemon, Options
 from clusterdns.forward import Forwarder, Upstream, parse_upstream, resolv_conf_upstreams
 from clusterdns.health import parse_listen
@@ -29,6 +30,7 @@ from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
 from clusterdns.querylog import QueryLog
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
+from clusterdns.respond import Responder
 from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, open_store
 
@@ -314,7 +316,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, recursion=recursion)
             server.query_log = daemon.query_log
-            daemon.workers = fork_workers(args.workers - 1, sockets, server, daemon.load)
+            inherited: list[Store] = []
+
+            def worker_reload() -> Responder:
+                # An SQLite connection must not be used across fork(): a worker opens its own on its first
+                # reload, and keeps the inherited one unused and unclosed (closing it would touch the files).
+                if not inherited:
+                    inherited.append(zones.store)
+                    zones.store = open_store(args.state, args.zones)
+                return daemon.load()
+
+            daemon.workers = fork_workers(args.workers - 1, sockets, server, worker_reload)
         return asyncio.run(daemon.run(responder, sockets))
     except BindError as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)

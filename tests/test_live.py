@@ -100,6 +100,28 @@ def test_new_file_answers(start: Callable[..., Served], zones: Path) -> None:
     print(f"write to first correct answer: {took * 1000:.0f} ms")
 
 
+def test_workers_reload_and_agree(start: Callable[..., Served], zones: Path) -> None:
+    """With --workers 2 every process reloads (the worker with a database connection of its own): a new
+    Service with an automatically allocated address answers the same address from both processes."""
+    served = start("--workers", "2")
+    assert len(served.children()) == 1
+    (zones / "new.yaml").write_text(service("new"))
+    name = f"new.default.svc.{ZONE}"
+    until(lambda: served.addresses(name) not in (None, set()), 5, "new.yaml's Service answers")
+    first = served.addresses(name)
+    until(lambda: all(served.addresses(name) == first for _ in range(40)), 5, "40 answers in a row agree")
+    answers = [served.addresses(name) for _ in range(200)]
+    assert all(a == first for a in answers), {frozenset(a or ()) for a in answers}
+    until(
+        lambda: all(served.metric("clusterdns_process_queries_total", process=p) > 0 for p in ("0", "1")),
+        5,
+        "both processes answered",
+        every=0.2,
+    )
+    (zones / "new.yaml").write_text(service("new", "10.0.4.4"))  # a second reload, on the worker's own store
+    until(lambda: all(served.addresses(name) == {"10.0.4.4"} for _ in range(40)), 5, "both processes moved")
+
+
 def test_modified_file_answers_the_new_address(start: Callable[..., Served], zones: Path) -> None:
     """A file rewritten in place (same size, new address) answers with the new address."""
     served = start()
