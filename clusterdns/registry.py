@@ -160,9 +160,11 @@ class Memo:
     """What one build leaves to the next, so that a reload redoes little for what did not change.
 
     A file that did not change keeps its parsed objects (Zones caches them), so entries are keyed by
-    the identity of parsed objects: a Service's claims, and the final Service with its allocated
-    values, reused when the allocation hands it the same values again. Allocation spaces are kept
-    too, with what they know of which values are valid. One Memo serves one sequence of builds.
+    the identity of parsed objects: a Service's or a Pod's claims, and the final Service or Pod with
+    its allocated values, reused when the allocation hands it the same values again; a workload's Pods,
+    reused when its Pods get the same names. The last registry lends its endpoints to unchanged
+    Services in namespaces whose Pods are all unchanged. Allocation spaces are kept too, with what
+    they know of which values are valid. One Memo serves one sequence of builds.
     """
 
     def __init__(self) -> None:
@@ -180,6 +182,8 @@ class Memo:
             self.cidrs = tuple(service_cidrs)
             self.spaces.clear()
             self.services.clear()
+            self.workloads.clear()
+            self.pods.clear()
             self.registry = None
 
     def space(self, cidr: str, valid: Sequence[str]) -> IPSpace:

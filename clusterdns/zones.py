@@ -59,6 +59,7 @@ def open_store(state: str | None, zones: str) -> Store:
 
 PARALLEL_BYTES = 2_000_000  # below this, a second process costs more than it saves
 PIECE_BYTES = 200_000  # large files are shared out in pieces of about this size
+Documents = list[Any] | None  # a piece's raw documents (None: read its file as a whole)
 
 
 def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
@@ -76,7 +77,7 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     paths = [path for _, path in files]
-    if cores < 2 or len(files) < 1 or sum(size for size, _ in files) < PARALLEL_BYTES or threading.active_count() > 1:
+    if cores < 2 or not files or sum(size for size, _ in files) < PARALLEL_BYTES or threading.active_count() > 1:
         return [read_file(path) for path in paths]
     texts = [read_text(path) for path in paths]
     units: list[tuple[int, Piece, bool]] = []  # (file, piece, whole file)
@@ -95,7 +96,7 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
             counter.value += 1
         return index
 
-    def documents(unit: int) -> list[Any] | None:
+    def documents(unit: int) -> Documents:
         index, (_, text), whole = units[unit]
         return piece_documents(text, paths[index], whole)
 
@@ -145,9 +146,6 @@ def _assemble(path: str, parts: list[tuple[int, FileResult | None]], stamp: tupl
     if len(done) < len(parts):
         return read_file(path)
     return join_pieces(path, done, stamp)
-
-
-Documents = list[Any] | None  # a piece's raw documents (None: read its file as a whole)
 
 
 def _get(
