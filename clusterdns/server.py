@@ -187,53 +187,115 @@ def _wake(sock: socket.socket) -> None:
         s.sendto(b"", sock.getsockname())
 
 
-async def _tcp_client(server: DNSServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    if server.tcp_connections >= TCP_MAX_CONNECTIONS:
-        writer.close()
-        return
-    server.tcp_connections += 1
-    peer = writer.get_extra_info("peername")
-    client = str(peer[0]) if peer else ""
-    pending: set[asyncio.Task[None]] = set()
+class _TCPClient(asyncio.Protocol):
+    """One TCP client (RFC 7766): 2-byte length framing; every complete query in what arrives is answered
+    at once, in order, in one write; forwarded queries are answered when they complete, maybe after later
+    ones. Closed after TCP_IDLE_TIMEOUT seconds without a query, and refused beyond TCP_MAX_CONNECTIONS.
+    A Protocol rather than streams: no task, no await and no timer per query."""
 
-    async def forward(query: bytes) -> None:  # answered when it completes, maybe after later queries
-        started = time.perf_counter_ns()
-        reply = await server.forward(query, True)
-        if server.query_log is not None and reply:
-            server.query_log.put(peer, query, reply, "tcp", started)
-        if reply and not writer.is_closing():
-            writer.write(struct.pack("!H", len(reply)) + reply)
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.client = ""
+        self.pending: set[asyncio.Task[None]] = set()  # forwarded queries not yet answered
+        self.last = 0.0  # loop time of the last query
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+        self.eof = False
 
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
-                    (length,) = struct.unpack("!H", await reader.readexactly(2))
-                    query = await reader.readexactly(length)
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                return
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.server.tcp_connections >= TCP_MAX_CONNECTIONS:
+            transport.close()
+            return
+        self.server.tcp_connections += 1
+        self.counted = True
+        self.peer = transport.get_extra_info("peername")
+        self.client = str(self.peer[0]) if self.peer else ""
+        loop = asyncio.get_running_loop()
+        self.last = loop.time()
+        self.timer = loop.call_later(TCP_IDLE_TIMEOUT, self._idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.server.tcp_connections -= 1
+            self.counted = False
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _idle(self) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self.last
+        if quiet < TCP_IDLE_TIMEOUT:
+            self.timer = loop.call_later(TCP_IDLE_TIMEOUT - quiet, self._idle)
+        elif self.pending:  # forwarded queries already asked may finish, for one more timeout
+            self.last = loop.time()
+            self.pending.clear()
+            self.timer = loop.call_later(TCP_IDLE_TIMEOUT, self._idle)
+        else:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        transport, server, buffer = self.transport, self.server, self.buffer
+        assert transport is not None
+        buffer += data
+        replies = []
+        used = 0
+        while len(buffer) - used >= 2:
+            length = buffer[used] << 8 | buffer[used + 1]
+            if len(buffer) - used - 2 < length:
+                break
+            query = bytes(buffer[used + 2 : used + 2 + length])
+            used += 2 + length
             started = time.perf_counter_ns()
             reply = server.answer(query, True)
             if reply is FORWARD:
-                if server.forwarder is not None and server.may_recurse(client):
-                    task = asyncio.create_task(forward(query))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
+                if server.forwarder is not None and server.may_recurse(self.client):
+                    task = asyncio.ensure_future(self._forward(query))
+                    self.pending.add(task)
+                    task.add_done_callback(self._forwarded)
                     continue
                 reply = server.answer(query, True, forward=False)
             if reply is None:
                 continue
             if server.query_log is not None:
-                server.query_log.put(peer, query, reply, "tcp", started)
-            writer.write(struct.pack("!H", len(reply)) + reply)
-            if writer.transport.get_write_buffer_size() > 65536:
-                await writer.drain()
-    finally:
-        if pending:  # let forwarded queries already asked finish, briefly
-            await asyncio.wait(pending, timeout=TCP_IDLE_TIMEOUT)
-        server.tcp_connections -= 1
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            writer.close()
+                server.query_log.put(self.peer, query, reply, "tcp", started)
+            replies.append(struct.pack("!H", len(reply)) + reply)
+        if used:
+            del buffer[:used]
+            self.last = asyncio.get_running_loop().time()  # a query, not any byte, keeps it open
+        if replies:
+            transport.write(b"".join(replies))
+
+    async def _forward(self, query: bytes) -> None:
+        started = time.perf_counter_ns()
+        reply = await self.server.forward(query, True)
+        if self.server.query_log is not None and reply:
+            self.server.query_log.put(self.peer, query, reply, "tcp", started)
+        if reply and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(struct.pack("!H", len(reply)) + reply)
+
+    def _forwarded(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if self.eof and not self.pending and self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The client sent all it will: keep the connection while its forwarded queries are answered."""
+        self.eof = True
+        return bool(self.pending)
+
+    def pause_writing(self) -> None:  # a client that does not read its answers: stop reading its queries
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 def bind_error(port: int, exc: OSError) -> BindError:
@@ -307,9 +369,7 @@ async def serve(
     udp_thread = threading.Thread(target=_udp_loop, args=(server, socks.udp, stop), name="udp", daemon=True)
     udp_thread.start()
     socks.tcp.listen(128)
-    server._tcp = await asyncio.start_server(
-        lambda r, w: _tcp_client(server, r, w), sock=socks.tcp, limit=TCP_LIMIT_BYTES
-    )
+    server._tcp = await asyncio.get_running_loop().create_server(lambda: _TCPClient(server), sock=socks.tcp)
     try:
         yield server
     finally:
@@ -369,6 +429,3 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-TCP_LIMIT_BYTES = 65536 + 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +198,26 @@ def test_tcp_idle_timeout(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clusterdns.server, "TCP_IDLE_TIMEOUT", 0.2)
     with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
         assert closed_by_server(sock)  # well before our own timeout
+
+
+def test_tcp_trickle_does_not_keep_a_connection(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that never make up a whole query do not hold a connection open past the idle timeout."""
+    monkeypatch.setattr(clusterdns.server, "TCP_IDLE_TIMEOUT", 0.3)
+    wire = make_query(NGINX, "A").to_wire()
+    framed = struct.pack("!H", len(wire) + 100) + wire  # announces more than it will ever send
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.monotonic()
+        closed = False
+        for byte in framed:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.05)
+        assert closed or closed_by_server(sock)
+        assert time.monotonic() - started < TIMEOUT
 
 
 def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:

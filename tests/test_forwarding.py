@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from conftest import write_files
-from dns_helpers import DNS, check, decode, lines, make_query
+from dns_helpers import DNS, check, decode, lines, make_query, read_framed
 from prometheus_client.parser import text_string_to_metric_families
 from test_forward import Daemon, Daemons, free_port
 from test_serve import ROOT, metric, service_env, until
@@ -259,6 +260,21 @@ def test_outside_names_forwarded(served: Clusterdns, dnsmasq: Daemon) -> None:
     logged(dnsmasq, "7.2.0.192.in-addr.arpa")  # asked after the local names: any of them would be logged by now
     log = dnsmasq.log.read_text()
     assert "cluster.local" not in log and "0.0.10.in-addr.arpa" not in log
+
+
+def test_tcp_client_that_half_closes_gets_every_answer(served: Clusterdns) -> None:
+    """A TCP client that sends a cluster query and a forwarded one and then shuts its sending side still
+    gets both answers (the forwarded one when it comes back), then the server closes the connection."""
+    queries = [make_query(WEB, "A"), make_query("half.example.test.", "A")]
+    with socket.create_connection(("127.0.0.1", served.port), timeout=2 * FORWARD_BOUND) as sock:
+        sock.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in queries)))
+        sock.shutdown(socket.SHUT_WR)
+        replies = [read_framed(sock), read_framed(sock)]
+        assert read_framed(sock) is None  # then closed
+    got = {decode(r).id: decode(r) for r in replies if r is not None}
+    assert sorted(got) == sorted(q.id for q in queries)
+    check(got[queries[0].id], NOERROR, WEB_A)
+    check(got[queries[1].id], NOERROR, ["half.example.test. 300 IN A 192.0.2.7"])
 
 
 def test_stub_domain(served: Clusterdns, dnsmasq: Daemon, bind: Daemon) -> None:
