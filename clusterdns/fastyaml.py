@@ -109,7 +109,7 @@ def _flow_sequence(inner: str) -> list[Any]:
         items.append(last)
     elif items:  # a trailing comma
         pass
-    if any(not item for item in items):
+    if any(not item or item[0] in "?:" for item in items):  # in flow context these start no plain scalar
         raise Unsupported(inner)
     return [_scalar(item) for item in items]
 
@@ -172,7 +172,7 @@ def _entry(content: str) -> tuple[Any, Any]:
             key_text, rest = content[:-1], ""
         else:
             raise Unsupported(content)
-    if not key_text:
+    if not key_text or key_text[-1] == " " or len(key_text) > 1024:  # `k : v`; YAML's simple-key limit
         raise Unsupported(content)
     key = _scalar(key_text)
     if isinstance(key, _COLLECTIONS):
@@ -267,6 +267,8 @@ _LINES: dict[str, Any] = {}
 def _line(raw: str) -> tuple[int, str] | None:
     """(indent, content) of a line that is not a document marker; None for a blank or comment line.
     Memoised: manifests repeat whole lines, indentation included."""
+    if not raw.isprintable():  # control characters, a byte-order mark, YAML's other line breaks...
+        raise Unsupported("a character that is not printable")
     stripped = raw.lstrip(" ")
     line = None
     if stripped and stripped[0] != "#":

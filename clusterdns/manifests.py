@@ -369,7 +369,7 @@ def _locate_node(text: str, path: str, doc: _Doc, field_path: Path) -> int:
             if path.endswith(".json"):
                 doc.owner.append(yaml.compose(text, Loader=_Loader))
             else:
-                doc.owner.extend(yaml.compose_all(text, Loader=_Loader))
+                doc.owner.extend(list(yaml.compose_all(text, Loader=_Loader)))  # all, or none on an error
         node: Any = doc.owner[doc.index]
     except (yaml.YAMLError, IndexError):
         return 0

@@ -50,6 +50,13 @@ UNSUPPORTED = [
     "a:\tb\n",  # tab
     "? a\n: b\n",  # complex key
     "<<: {a: 1}\n",
+    "a: [:x]\n",  # flow items starting with an indicator
+    "k : v\n",  # space before the colon
+    "\ufeffkind: x\n",  # byte-order mark
+    "a: b\x85c\n",  # YAML's other line breaks and characters it refuses
+    "a: b\u2029\n",
+    "a: \x07\n",
+    "x" * 1100 + ": 1\n",  # a key longer than YAML's simple-key limit
 ]
 
 

@@ -43,6 +43,11 @@ FILES = {
     + ", ".join(f'{{"kind": "Service", "metadata": {{"name": "j{i}"}}, "spec": {JSON_SPEC}}}' for i in range(50))
     + "]}",
     "unreadable.yaml": "",
+    # an error in the first document, and text the fast reader declines in a later piece: the whole file
+    # goes to PyYAML, which finds no lines at all, so every problem has its document's line
+    "declined.yaml": "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n  ports:\n  - port: 80\n"
+    + "".join(service(600 + i) for i in range(40))
+    + "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: [:x]\n",
 }
 
 
