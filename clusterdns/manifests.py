@@ -16,6 +16,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import marshal
 import os
 import re
 import zlib
@@ -181,12 +182,12 @@ def pieces(text: str, path: str, size: int) -> list[Piece]:
         return [(0, text)]
     out: list[Piece] = []
     start = line = 0
-    for marker in _DOC_MARKER.finditer(text):
-        if marker.start() - start >= size:
-            piece = text[start : marker.start()]
+    for marker, _ in _markers(text):
+        if marker - start >= size:
+            piece = text[start:marker]
             out.append((line, piece))
             line += piece.count("\n")
-            start = marker.start()
+            start = marker
     out.append((line, text[start:]))
     return out
 
@@ -272,7 +273,7 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
 
 def _split_documents(text: str) -> list[tuple[int, str]]:
     """(lines before it, text) of each `---`-separated part of a file."""
-    starts = [0] + [m.start() for m in _DOC_MARKER.finditer(text) if m.start()]
+    starts = [0] + [start for start, _ in _markers(text) if start]
     ends = [*starts[1:], len(text)]
     return [(text.count("\n", 0, a), text[a:b]) for a, b in zip(starts, ends, strict=True)]
 
@@ -297,7 +298,16 @@ def _with_source(obj: Object, source: Source) -> Object:
 
 # --- documents and lines ----------------------------------------------------------------------------
 
-_DOC_MARKER = re.compile(r"^---(?:[ \t]|$)", re.MULTILINE)
+_MARKER_AFTER_LINE = re.compile(r"\n---(?:[ \t]|(?=\n)|\Z)")  # a literal start: searched 4x faster than ^--- with re.M
+
+
+def _markers(text: str) -> list[tuple[int, int]]:
+    """(start of its line, end) of each `---` document marker: `---` at the start of a line, then a space,
+    a tab or the end of the line."""
+    found = [(m.start() + 1, m.end()) for m in _MARKER_AFTER_LINE.finditer(text)]
+    if text.startswith("---") and text[3:4] in ("", " ", "\t", "\n"):
+        found.insert(0, (0, 4 if text[3:4] in (" ", "\t") else 3))
+    return found
 
 
 def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_Doc]:
@@ -339,7 +349,7 @@ def _is_list(data: Mapping[str, Any]) -> bool:
 
 def _document_lines(text: str, count: int) -> list[int]:
     """The first content line of each of `count` documents, found from the `---` markers."""
-    starts = [m.end() for m in _DOC_MARKER.finditer(text)]
+    starts = [end for _, end in _markers(text)]
     if len(starts) + 1 == count:  # the first document has no marker
         starts.insert(0, 0)
     elif len(starts) != count:  # markers inside block scalars, or directives: ask the composer
@@ -823,13 +833,17 @@ def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name:
     )
 
 
-_SPECS: dict[str, PodSpec] = {}
+_SPECS: dict[bytes | str, PodSpec] = {}
 
 
 def _pod_spec(spec: dict[str, Any], path: Path) -> PodSpec:
     """A Pod spec. Pods often repeat one spec (replicas written out one by one, exports), so equal specs
-    (by the repr of their data) are parsed once and share one immutable PodSpec; errors are not kept."""
-    key = repr(spec)
+    (by their data, marshalled, or its repr when marshal can't take it) are parsed once and share one
+    immutable PodSpec; errors are not kept."""
+    try:
+        key: bytes | str = marshal.dumps(spec, 2)  # version 2: no back-references, so equal data, equal bytes
+    except ValueError:  # a YAML timestamp, say
+        key = repr(spec)
     found = _SPECS.get(key)
     if found is None:
         found = _parse_pod_spec(spec, path)
