@@ -152,7 +152,11 @@ def find_files(zones: str) -> list[str]:
 
 def read_file(path: str) -> FileResult:
     """Read and parse one manifest file; an unreadable file is a problem, not an exception."""
-    text, stamp = read_text(path)
+    return parse_file(path, *read_text(path))
+
+
+def parse_file(path: str, text: str | Problem, stamp: tuple[float, int]) -> FileResult:
+    """A whole file's result from what read_text gave for it."""
     if isinstance(text, Problem):
         return FileResult(path, problems=(text,))
     result = parse_text(text, path)

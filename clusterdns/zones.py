@@ -27,6 +27,7 @@ from clusterdns.manifests import (
     find_files,
     join_pieces,
     locate_in_file,
+    parse_file,
     parse_piece,
     piece_documents,
     pieces,
@@ -132,19 +133,22 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
             parts[index].append((piece[0], None if raw is None else parse_piece(paths[index], piece, raw)))
             left[index] -= 1
             if not left[index]:
-                results[index] = _assemble(paths[index], parts[index], texts[index][1])
+                results[index] = _assemble(paths[index], parts[index], *texts[index])
     finally:
         process.join(5)
         if process.is_alive():
             process.kill()
-    return [result or read_file(path) for result, path in zip(results, paths, strict=True)]
+    # Unreadable files, and files the helper died before finishing, as a whole.
+    return [result or parse_file(path, *text) for result, path, text in zip(results, paths, texts, strict=True)]
 
 
-def _assemble(path: str, parts: list[tuple[int, FileResult | None]], stamp: tuple[float, int]) -> FileResult:
-    """A file's result from its pieces' results; read as a whole when a piece could not be read alone."""
+def _assemble(
+    path: str, parts: list[tuple[int, FileResult | None]], text: str | Problem, stamp: tuple[float, int]
+) -> FileResult:
+    """A file's result from its pieces' results; parsed as a whole when a piece could not be read alone."""
     done = [part for _, part in sorted(parts, key=lambda p: p[0]) if part is not None]
     if len(done) < len(parts):
-        return read_file(path)
+        return parse_file(path, text, stamp)
     return join_pieces(path, done, stamp)
 
 
