@@ -159,19 +159,10 @@ def _entry(content: str) -> tuple[Any, Any]:
     first = content[0]
     if first == "-" and (content == "-" or content[1] == " "):
         raise Unsupported(content)
-    if first == "'" or first == '"':
-        split = _split_key(content)
-        if split is None:
-            raise Unsupported(content)
-        key_text, rest = split
-    else:
-        j = content.find(": ")
-        if j != -1:
-            key_text, rest = content[:j], content[j + 2 :].lstrip(" ")
-        elif content[-1] == ":":
-            key_text, rest = content[:-1], ""
-        else:
-            raise Unsupported(content)
+    split = _split_key(content)
+    if split is None:
+        raise Unsupported(content)
+    key_text, rest = split
     if not key_text or key_text[-1] == " " or len(key_text) > 1024:  # `k : v`; YAML's simple-key limit
         raise Unsupported(content)
     key = _scalar(key_text)

@@ -180,14 +180,14 @@ Piece = tuple[int, str]
 
 
 def pieces(text: str, path: str, size: int) -> list[Piece]:
-    """`text` cut at `---` markers into pieces of at least `size` characters (the last may be shorter).
-    A JSON file, or a text no longer than `size`, is one piece."""
+    """`text` cut at `---` markers into pieces of at least `size` characters (the last may be shorter;
+    size 0: a piece per document). A JSON file, or a text no longer than `size`, is one piece."""
     if path.endswith(".json") or len(text) <= size:
         return [(0, text)]
     out: list[Piece] = []
     start = line = 0
     for marker, _ in _markers(text):
-        if marker - start >= size:
+        if marker > start and marker - start >= size:
             piece = text[start:marker]
             out.append((line, piece))
             line += piece.count("\n")
@@ -252,7 +252,7 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
     try:
         docs = list(_documents(text, path, raw))
     except (yaml.YAMLError, ValueError) as exc:
-        chunks = _split_documents(text) if not path.endswith(".json") else []
+        chunks = pieces(text, path, 0)
         if len(chunks) < 2:
             line, reason = _syntax_error(exc)
             return FileResult(path, problems=(Problem(path, line, "", "", reason),))
@@ -273,13 +273,6 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
             obj = _with_source(obj, Source(path, doc.line))
         objects.append(obj)
     return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
-
-
-def _split_documents(text: str) -> list[tuple[int, str]]:
-    """(lines before it, text) of each `---`-separated part of a file."""
-    starts = [0] + [start for start, _ in _markers(text) if start]
-    ends = [*starts[1:], len(text)]
-    return [(text.count("\n", 0, a), text[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
 def _shift(problem: Problem, offset: int) -> Problem:
