@@ -302,10 +302,8 @@ def build(
     for w in workloads:
         if w.kind == "StatefulSet":
             continue
-        prefix = w.pod_prefix
-        space = SuffixSpace(prefix)
-        for i in range(w.replicas):
-            name_claims.append((f"{w.namespace}/{w.kind}/{prefix}/{i}", space, None))
+        space = SuffixSpace(w.pod_prefix)
+        name_claims.extend((owner, space, None) for owner in _replica_owners(w))
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
@@ -324,7 +322,7 @@ def build(
     # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
     generated: dict[int, tuple[Workload, list[str | Refusal | None], list[Pod]]] = {}
     for w in workloads:
-        got = [pod_names.get(f"{w.namespace}/{w.kind}/{w.pod_prefix}/{i}") for i in range(w.replicas)]
+        got = [pod_names.get(owner) for owner in _replica_owners(w)]
         before = memo.workloads.get(id(w))
         runs = before[2] if before is not None and before[0] is w and before[1] == got else _workload_pods(w, got)
         generated[id(w)] = (w, got, runs)
@@ -617,6 +615,12 @@ def _apply_service_allocations(
         mine.given = given
         out[svc.key] = mine.final
     return out
+
+
+def _replica_owners(w: Workload) -> list[str]:
+    """Who claims each replica's pod name: the pod name pool's owners, one per replica."""
+    prefix = f"{w.namespace}/{w.kind}/{w.pod_prefix}/"
+    return [f"{prefix}{i}" for i in range(w.replicas)]
 
 
 def _workload_pods(w: Workload, names: Sequence[str | Refusal | None]) -> list[Pod]:
