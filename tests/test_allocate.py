@@ -368,7 +368,7 @@ def test_pod_ip_released(write_zones: WriteZones, load: Load, tmp_path: Path) ->
 # --- reloads: one Zones, as `serve` keeps it -------------------------------------------------------------
 
 
-def test_reloads_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path) -> None:
+def test_reloads_agree_with_fresh_loads(write_zones: WriteZones, load: Load, tmp_path: Path) -> None:
     """Reloading through one Zones (which reuses what did not change) gives what a fresh load of the same
     files and state gives, through a series of edits: values kept, freed, taken and refused."""
     state = tmp_path / "state"
@@ -387,7 +387,7 @@ def test_reloads_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path)
             for name in files:  # a new mtime even within the clock's resolution
                 os.utime(Path("zones") / name, ns=(i * 10**9, (1000 + i) * 10**9))
             reloaded = zones.load(float(i))
-            fresh = load_fresh(state, float(i))
+            fresh = load(state=state, config=DUAL_STACK, now=float(i))
             assert allocations(reloaded) == allocations(fresh), f"step {i}"
             assert problems(reloaded) == problems(fresh), f"step {i}"
     finally:
@@ -425,7 +425,9 @@ def snapshot(registry: Registry) -> dict[str, object]:
     }
 
 
-def test_reloaded_pods_and_endpoints_agree_with_fresh_loads(write_zones: WriteZones, tmp_path: Path) -> None:
+def test_reloaded_pods_and_endpoints_agree_with_fresh_loads(
+    write_zones: WriteZones, load: Load, tmp_path: Path
+) -> None:
     """Reloads that reuse unchanged Pods, workload Pods and endpoints give what fresh loads give, as Pods
     come and go, change labels, scale and move between namespaces."""
     state = tmp_path / "state"
@@ -448,20 +450,12 @@ def test_reloaded_pods_and_endpoints_agree_with_fresh_loads(write_zones: WriteZo
             for name in files:
                 os.utime(Path("zones") / name, ns=(i * 10**9, (1000 + i) * 10**9))
             reloaded = zones.load(float(i))
-            assert snapshot(reloaded) == snapshot(load_fresh(state, float(i), Config())), f"step {i}"
+            assert snapshot(reloaded) == snapshot(load(state=state, now=float(i))), f"step {i}"
             assert sum(len(e) for e in reloaded.endpoints.values()) > 0
     finally:
         store.close()
     assert [e.ip for e in reloaded.endpoints[("default", "api")]] == ["10.244.9.9"]
     assert len(reloaded.endpoints[("default", "web")]) == 1  # the new template's one Pod
-
-
-def load_fresh(state: Path, now: float, config: Config = DUAL_STACK) -> Registry:
-    store = Store(str(state))
-    try:
-        return Zones("zones", config, store).load(now)
-    finally:
-        store.close()
 
 
 def test_reload_reuses_unchanged_services(write_zones: WriteZones) -> None:

@@ -30,10 +30,8 @@ import dns.rcode
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
+import bench_load  # noqa: E402 (beside this script)
 from dns_helpers import free_port  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_load  # noqa: E402
 
 from clusterdns.allocate import Store  # noqa: E402
 from clusterdns.records import Zone  # noqa: E402
