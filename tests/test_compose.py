@@ -30,7 +30,7 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -460,7 +460,7 @@ class Engine:
     """A Docker engine to talk to: `docker` and the environment (DOCKER_HOST) that reaches it."""
 
     docker: str
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
 
     def __call__(self, *argv: str, timeout: float = 120) -> str:
         return check([self.docker, *argv], timeout, env=self.env)
@@ -604,8 +604,8 @@ class Running:
     engine: Engine
     directory: Path
     name: str
-    env: dict[str, str]
-    compose: dict[str, Any]
+    env: dict[str, str] = field(repr=False)
+    compose: dict[str, Any] = field(repr=False)
 
     def __call__(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         files = ("-f", "docker-compose.yml", "-f", "tests/compose/override.yml")
@@ -671,7 +671,9 @@ def test_pod_resolves_service_through_kube_dns(running: Running) -> None:
     kube_dns = running.get("svc", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"]
     for args in ("my-nginx", f"my-nginx {kube_dns}"):
         result = running.exec("busybox", f"nslookup {args}")
-        assert f"Name:\tmy-nginx.default.svc.cluster.local\nAddress: {cluster_ip}\n" in result.stdout, result
+        assert f"Name:\tmy-nginx.default.svc.cluster.local\nAddress: {cluster_ip}\n" in result.stdout, (
+            result.stdout + result.stderr
+        )
 
 
 def test_service_name_reaches_both_replicas(running: Running) -> None:
