@@ -28,11 +28,12 @@ from clusterdns.labels import dns1123_label_error
 from clusterdns.manifests import read_file
 from clusterdns.metrics import Stats, zone_labels
 from clusterdns.model import Pod, Workload
+from clusterdns.proxy import Proxy, ProxyError, missing_privileges, place
 from clusterdns.querylog import QueryLog
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
 from clusterdns.respond import Responder
 from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
-from clusterdns.zones import Zones, ZonesError, open_store
+from clusterdns.zones import Zones, ZonesError, default_state_dir, open_store
 
 log = logging.getLogger("clusterdns")
 
@@ -66,6 +67,13 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         metavar="CIDR",
         default=default("10.244.0.0/16"),
         help="pod IP range, or an IPv4 and an IPv6 range (default 10.244.0.0/16)",
+    )
+    g.add_argument(
+        "--loadbalancer-cidr",
+        metavar="CIDR[,CIDR]",
+        default=default(""),
+        help="give LoadBalancer Services without status.loadBalancer.ingress an address from here "
+        "(default: none, they stay <pending>)",
     )
     g.add_argument("--domain", default=default("cluster.local"), help="cluster domain (default cluster.local)")
     g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log debug detail")
@@ -144,6 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, keep answering (not ready) this long before exiting (default 5)",
     )
     p.add_argument(
+        "--proxy",
+        action="store_true",
+        help="make cluster IPs, node ports and load-balancer IPs connect to the endpoints, as kube-proxy "
+        "does (nftables; needs CAP_NET_ADMIN)",
+    )
+    p.add_argument(
+        "--node-ip",
+        metavar="ADDR",
+        action="append",
+        help="with --proxy: the node's address that NodePorts are served on (repeatable; default --host "
+        "when it is not loopback or a wildcard)",
+    )
+    p.add_argument(
+        "--proxy-interface",
+        metavar="NAME",
+        help="with --proxy: the interface that claims service addresses (default: the one holding --host, "
+        "else the first --node-ip)",
+    )
+    p.add_argument(
         "--pods",
         choices=["insecure", "verified", "disabled"],
         default="insecure",
@@ -201,12 +228,17 @@ def _ttl(text: str) -> int:
     return int(text)
 
 
-def load_registry(args: argparse.Namespace) -> Registry:
-    """Read the zones directory into a registry, allocating through the state directory."""
+def config_of(args: argparse.Namespace) -> Config:
+    """The registry's settings from the global flags; a UsageError says which flag is wrong."""
     try:
-        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
+        return Config.from_flags(args.domain, args.service_cidr, args.pod_cidr, args.loadbalancer_cidr)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def load_registry(args: argparse.Namespace) -> Registry:
+    """Read the zones directory into a registry, allocating through the state directory."""
+    config = config_of(args)
     store = open_store(args.state, args.zones)
     try:
         return Zones(args.zones, config, store).load(time.time())
@@ -286,19 +318,22 @@ def _pod_from_file(path: str, registry: Registry) -> Pod:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = config_of(args)
     try:
         http = parse_listen(args.http)
     except ValueError as exc:
         raise UsageError(f"--http: {exc}") from None
     upstreams, stubs, recursion = _forwarding(args)
+    if (args.node_ip or args.proxy_interface) and not args.proxy:
+        raise UsageError("--node-ip and --proxy-interface only mean something with --proxy")
+    if args.proxy and (why := missing_privileges()):
+        print(f"clusterdns: error: {why}", file=sys.stderr)
+        return 2
     store = open_store(args.state, args.zones)
     zones = Zones(args.zones, config, store)
     options = Options(ttl=args.ttl, pods=args.pods, watch=not args.no_watch, lameduck=args.lameduck, http=http)
     daemon = Daemon(zones, options)
+    main_pid = os.getpid()  # workers leave the data plane to the main process
     try:
         sockets = bind(args.host, args.port)
     except BindError as exc:
@@ -306,6 +341,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     if upstreams is not None:
         daemon.forwarder = Forwarder(upstreams, stubs, local=[(sockets.host, sockets.port)])
+    if args.proxy:
+        try:
+            placement = place(sockets.host, sockets.port, args.node_ip or [], args.proxy_interface)
+        except ProxyError as exc:
+            print(f"clusterdns: error: {exc}", file=sys.stderr)
+            return 2
+        ipv6 = any(":" in c for c in config.service_cidrs)
+        daemon.proxy = Proxy(placement, state_dir=args.state or default_state_dir(args.zones), ipv6=ipv6)
     daemon.recursion = recursion
     if args.log_queries:
         daemon.query_log = QueryLog(args.log_queries, sys.stdout)
@@ -313,6 +356,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if http is not None:  # counting costs a little on every query: only when someone can read it
             daemon.stats = Stats(zone_labels(config.domain), processes=args.workers)
         responder = daemon.load()
+        if daemon.proxy is not None:
+            daemon.proxy.start()
+            assert daemon.registry is not None
+            daemon.proxy.sync(daemon.registry)  # at start a failure is fatal: the kernel can't do it
+            log.info(
+                "proxy: %d services forwarded, %d addresses claimed on %s",
+                len(daemon.proxy.applied.services) if daemon.proxy.applied else 0,
+                len(daemon.proxy.claimed),
+                daemon.proxy.interface,
+            )
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
             server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, recursion=recursion)
             server.query_log = daemon.query_log
@@ -328,13 +381,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             daemon.workers = fork_workers(args.workers - 1, sockets, server, worker_reload)
         return asyncio.run(daemon.run(responder, sockets))
-    except BindError as exc:
+    except (BindError, ProxyError) as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)
         return 1
     finally:
         for pid in daemon.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        if daemon.proxy is not None and os.getpid() == main_pid:
+            daemon.proxy.stop()
         store.close()
 
 
@@ -372,10 +427,7 @@ def cmd_resolv_conf(args: argparse.Namespace) -> int:
     problem = dns1123_label_error(args.namespace)
     if problem:
         raise UsageError(f"--namespace: {problem}")
-    try:
-        config = Config.from_flags(args.domain, args.service_cidr, args.pod_cidr)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = config_of(args)
     domain = config.domain
     nameserver = args.nameserver or builtin_services(config.service_cidrs)[1].cluster_ips[0]
     try:

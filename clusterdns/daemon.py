@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from clusterdns.forward import Forwarder
 from clusterdns.health import serve_http
 from clusterdns.metrics import Stats, StatsCollector
+from clusterdns.proxy import Proxy, ProxyError
 from clusterdns.querylog import QueryLog
 from clusterdns.records import Zone
 from clusterdns.registry import Registry
@@ -58,6 +59,7 @@ class Daemon:
     forwarder: Forwarder | None = None
     recursion: tuple[IPNetwork, ...] | None = None
     query_log: QueryLog | None = None
+    proxy: Proxy | None = None  # --proxy: the data plane, synced after every load of this process
     _reloading: bool = False
     _missed: bool = False  # a reload finished before the server existed
     _again: bool = False
@@ -112,6 +114,8 @@ class Daemon:
                         self._missed = True
                     self.reloads["success"] += 1
                     log.info("reloaded in %.0f ms", (time.perf_counter() - started) * 1000)
+                    if self.proxy is not None and self.registry is not None:
+                        await self.sync_proxy(self.registry)
                     for pid in self.workers:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGHUP)
@@ -119,6 +123,16 @@ class Daemon:
                     return
         finally:
             self._reloading = False
+
+    async def sync_proxy(self, registry: Registry) -> None:
+        """Bring the kernel's data plane to `registry`, off the event loop; a failure keeps the old rules."""
+        assert self.proxy is not None
+        try:
+            await asyncio.to_thread(self.proxy.sync, registry)
+        except ProxyError as exc:
+            log.error("proxy: keeping the previous rules: %s", exc)
+        else:
+            log.info("proxy: rules applied in %.0f ms", self.proxy.last_seconds * 1000)
 
     async def run(self, responder: Responder, sockets: Sockets) -> int:
         """Serve until SIGTERM (after the lameduck) or SIGINT."""
@@ -201,6 +215,8 @@ class Daemon:
         if problems:
             lines.append(f"{len(problems)} zone file error(s):")
             lines.extend(f"  {p}" for p in problems)
+        if self.proxy is not None and self.proxy.last_error:
+            lines.append(f"proxy: the last change could not be applied: {self.proxy.last_error}")
         return (200 if self.ready else 503), "text/plain; charset=utf-8", ("\n".join(lines) + "\n").encode()
 
     def _metrics(self, registry: CollectorRegistry) -> tuple[int, str, bytes]:
@@ -223,6 +239,32 @@ class Daemon:
                 "Problems found in the zone files at the last load.",
                 (),
                 [((), len(self.registry.problems))],
+            )
+        if self.proxy is not None:
+            applied = self.proxy.applied
+            out["clusterdns_proxy_syncs"] = (
+                "counter",
+                "Data plane updates (nft transactions and address changes), by result.",
+                ("result",),
+                [((result,), n) for result, n in self.proxy.syncs.items()],
+            )
+            out["clusterdns_proxy_services"] = (
+                "gauge",
+                "Services with cluster IPs in the data plane.",
+                (),
+                [((), len(applied.services) if applied else 0)],
+            )
+            out["clusterdns_proxy_addresses"] = (
+                "gauge",
+                "Service addresses claimed on the proxy interface.",
+                (),
+                [((), len(self.proxy.claimed))],
+            )
+            out["clusterdns_proxy_sync_seconds"] = (
+                "gauge",
+                "How long the last successful data plane update took.",
+                (),
+                [((), self.proxy.last_seconds)],
             )
         out["clusterdns_reloads"] = (
             "counter",

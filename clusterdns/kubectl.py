@@ -390,7 +390,7 @@ def _service_object(registry: Registry, svc: Service) -> dict[str, Any]:
         spec["selector"] = dict(svc.selector)
     spec["sessionAffinity"] = svc.session_affinity
     if svc.session_affinity == "ClientIP":
-        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 10800}}
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.session_affinity_timeout}}
     spec["type"] = svc.type
     ingress: list[dict[str, Any]] = []
     for entry in svc.load_balancer_ingress:

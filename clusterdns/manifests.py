@@ -672,6 +672,13 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
     affinity = _str(spec, "sessionAffinity", sp, default="None")
     if affinity not in ("None", "ClientIP"):
         raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
+    timeout = 10800  # the API server's default
+    if affinity == "ClientIP":
+        cp: Path = ("spec", "sessionAffinityConfig", "clientIP")
+        given = _int(_map(_map(spec, "sessionAffinityConfig", sp), "clientIP", cp[:2]), "timeoutSeconds", cp)
+        if given is not None:
+            _check((*cp, "timeoutSeconds"), None if 0 < given <= 86400 else f"must be 1-86400, got {given}")
+            timeout = given
     return Service(
         namespace=namespace,
         name=name,
@@ -687,6 +694,7 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
         load_balancer_ingress=tuple(ingress),
         publish_not_ready_addresses=_bool(spec, "publishNotReadyAddresses", sp, False),
         session_affinity=affinity,
+        session_affinity_timeout=timeout,
         labels=_labels(meta, "labels", ("metadata",)),
         annotations=_str_map(meta, "annotations", ("metadata",)),
     )

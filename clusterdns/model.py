@@ -101,6 +101,7 @@ class Service:
     load_balancer_ingress: tuple[str, ...] = ()  # IPs or hostnames from status.loadBalancer.ingress
     publish_not_ready_addresses: bool = False
     session_affinity: str = "None"
+    session_affinity_timeout: int = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     source: Source | None = None

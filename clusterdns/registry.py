@@ -18,6 +18,7 @@ from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store
 from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
+    LOAD_BALANCER,
     ConfigMap,
     Endpoint,
     EndpointPort,
@@ -53,9 +54,10 @@ class Config:
     domain: str = "cluster.local"
     service_cidrs: tuple[str, ...] = ("10.0.0.0/16",)
     pod_cidrs: tuple[str, ...] = ("10.244.0.0/16",)
+    loadbalancer_cidrs: tuple[str, ...] = ()  # where LoadBalancer Services without status get an address
 
     @staticmethod
-    def from_flags(domain: str, service_cidr: str, pod_cidr: str) -> Config:
+    def from_flags(domain: str, service_cidr: str, pod_cidr: str, loadbalancer_cidr: str = "") -> Config:
         """Validate the global flags; ConfigError says which one is wrong and why."""
         domain = domain.strip().rstrip(".").lower()
         if not domain or any(not part for part in domain.split(".")):
@@ -73,7 +75,12 @@ class Config:
         pods = cidrs("--pod-cidr", pod_cidr)
         if len(pods) > 2 or len({ipaddress.ip_network(c).version for c in pods}) != len(pods):
             raise ConfigError(f"--pod-cidr: give one CIDR, or one IPv4 and one IPv6, got {pod_cidr!r}")
-        return Config(domain, cidrs("--service-cidr", service_cidr), pods)
+        balancers = cidrs("--loadbalancer-cidr", loadbalancer_cidr) if loadbalancer_cidr.strip() else ()
+        if len({ipaddress.ip_network(c).version for c in balancers}) != len(balancers):
+            raise ConfigError(
+                f"--loadbalancer-cidr: give one CIDR, or one IPv4 and one IPv6, got {loadbalancer_cidr!r}"
+            )
+        return Config(domain, cidrs("--service-cidr", service_cidr), pods, balancers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,24 +193,27 @@ class Memo:
             self.pods.clear()
             self.registry = None
 
-    def space(self, cidr: str, valid: Sequence[str]) -> IPSpace:
-        key = f"{cidr} {','.join(valid)}"
+    def space(self, cidr: str, valid: Sequence[str], what: str = "IP") -> IPSpace:
+        key = f"{cidr} {','.join(valid)} {what}"
         space = self.spaces.get(key)
         if space is None:
-            space = self.spaces[key] = IPSpace(cidr, valid, "IP")
+            space = self.spaces[key] = IPSpace(cidr, valid, what)
         return space
 
 
 class _ServiceClaims:
     """One parsed Service's claims and, once allocated, what it was given and the Service it became."""
 
-    __slots__ = ("final", "given", "ip_claims", "parsed", "port_claims")
+    __slots__ = ("final", "given", "ip_claims", "lb_claims", "parsed", "port_claims")
 
-    def __init__(self, parsed: Service, ip_claims: list[Claim], port_claims: list[Claim]) -> None:
+    def __init__(
+        self, parsed: Service, ip_claims: list[Claim], port_claims: list[Claim], lb_claims: list[Claim]
+    ) -> None:
         self.parsed = parsed  # kept alive, so that its id() is not reused
         self.ip_claims = ip_claims
         self.port_claims = port_claims
-        self.given: tuple[list[str | Refusal], list[str | Refusal]] | None = None
+        self.lb_claims = lb_claims
+        self.given: tuple[list[str | Refusal], list[str | Refusal], list[str | Refusal]] | None = None
         self.final: Service | None = None
 
 
@@ -282,20 +292,26 @@ def build(
     # --- allocation: one transaction for every pool ---
     memo.start(service_cidrs)
     ip_spaces = {family: memo.space(cidr, service_cidrs) for family, cidr in allocating.items()}
+    lb_spaces = {
+        f"IPv{ipaddress.ip_network(c).version}": memo.space(c, (c,), "load-balancer IP")
+        for c in config.loadbalancer_cidrs
+    }
     ip_claims: list[Claim] = []
     port_claims: list[Claim] = []
+    lb_claims: list[Claim] = []
     claims: dict[int, _ServiceClaims] = {}  # by id() of the parsed Service
     for svc in services:
         if svc.type == EXTERNAL_NAME or svc.headless:
             continue
         mine = memo.services.get(id(svc))
         if mine is None or mine.parsed is not svc:
-            mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports)
+            mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
             if mine is None:
                 continue
         claims[id(svc)] = mine
         ip_claims.extend(mine.ip_claims)
         port_claims.extend(mine.port_claims)
+        lb_claims.extend(mine.lb_claims)
     memo.services = claims
 
     name_claims: list[Claim] = []
@@ -313,10 +329,10 @@ def build(
         (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services if s.source and s.source.line == 0
     ]
 
-    results, entries = store.allocate(
-        {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims},
-        now,
-    )
+    pools = {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims}
+    if lb_spaces:  # without --loadbalancer-cidr the pool is left as it is, not emptied
+        pools["load-balancer-ip"] = lb_claims
+    results, entries = store.allocate(pools, now)
     pod_names = results["pod-name"]
 
     # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
@@ -330,7 +346,9 @@ def build(
     memo.workloads = generated
     final_pods, pod_entries = _allocate_pod_ips(b, pods)
 
-    final_services = _apply_service_allocations(b, services, claims, results["service-ip"], results["node-port"])
+    final_services = _apply_service_allocations(
+        b, services, claims, results["service-ip"], results["node-port"], results.get("load-balancer-ip", {})
+    )
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
@@ -470,7 +488,11 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
 
 
 def _service_with(
-    svc: Service, cluster_ips: tuple[str, ...], ports: tuple[ServicePort, ...], families: tuple[str, ...]
+    svc: Service,
+    cluster_ips: tuple[str, ...],
+    ports: tuple[ServicePort, ...],
+    families: tuple[str, ...],
+    ingress: tuple[str, ...],
 ) -> Service:
     """dataclasses.replace(svc, ...) spelled out: it runs for every Service and replace is slow."""
     return Service(
@@ -485,9 +507,10 @@ def _service_with(
         svc.ip_family_policy,
         svc.external_name,
         svc.external_ips,
-        svc.load_balancer_ingress,
+        ingress,
         svc.publish_not_ready_addresses,
         svc.session_affinity,
+        svc.session_affinity_timeout,
         svc.labels,
         svc.annotations,
         svc.source,
@@ -553,10 +576,17 @@ def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) 
 
 
 def _claims_of(
-    b: _Builder, svc: Service, allocating: Mapping[str, str], ip_spaces: Mapping[str, IPSpace], node_ports: PortSpace
+    b: _Builder,
+    svc: Service,
+    allocating: Mapping[str, str],
+    ip_spaces: Mapping[str, IPSpace],
+    node_ports: PortSpace,
+    lb_spaces: Mapping[str, IPSpace],
 ) -> _ServiceClaims | None:
     """A Service's claims: a cluster IP of each of its families, a node port per port of a NodePort or
-    LoadBalancer Service. None (and a problem) when its families can't be served."""
+    LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
+    LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
+    None (and a problem) when its families can't be served."""
     families = _service_families(b, svc, allocating)
     if families is None:
         return None
@@ -569,7 +599,12 @@ def _claims_of(
         for port in svc.ports:
             owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
             port_claims.append((owner, node_ports, None if port.node_port is None else str(port.node_port)))
-    return _ServiceClaims(svc, ip_claims, port_claims)
+    lb_claims: list[Claim] = []
+    if svc.type == LOAD_BALANCER and not svc.load_balancer_ingress:
+        for family in families:
+            if family in lb_spaces:
+                lb_claims.append((f"{svc.namespace}/{svc.name} {family}", lb_spaces[family], None))
+    return _ServiceClaims(svc, ip_claims, port_claims, lb_claims)
 
 
 def _apply_service_allocations(
@@ -578,6 +613,7 @@ def _apply_service_allocations(
     claims: Mapping[int, _ServiceClaims],
     ips: Mapping[str, str | Refusal],
     ports: Mapping[str, str | Refusal],
+    balancers: Mapping[str, str | Refusal],
 ) -> dict[tuple[str, str], Service]:
     """Each Service with the cluster IPs and node ports it was given; one refused anything is left out."""
     out: dict[tuple[str, str], Service] = {}
@@ -588,7 +624,11 @@ def _apply_service_allocations(
         mine = claims.get(id(svc))
         if mine is None:
             continue
-        given = ([ips[owner] for owner, _, _ in mine.ip_claims], [ports[owner] for owner, _, _ in mine.port_claims])
+        given = (
+            [ips[owner] for owner, _, _ in mine.ip_claims],
+            [ports[owner] for owner, _, _ in mine.port_claims],
+            [balancers[owner] for owner, _, _ in mine.lb_claims],
+        )
         if mine.final is not None and mine.given == given:  # as in the previous build
             out[svc.key] = mine.final
             continue
@@ -608,10 +648,16 @@ def _apply_service_allocations(
                 refused = True
             else:
                 new_ports[i] = dataclasses.replace(new_ports[i], node_port=int(got))
+        ingress = list(svc.load_balancer_ingress)
+        for got in given[2]:
+            if isinstance(got, Refusal):  # the Service stays, <pending>, as without a controller
+                b.problem(svc, ("spec", "type"), f"no load-balancer IP: {got.message} (--loadbalancer-cidr)")
+            else:
+                ingress.append(got)
         if refused:
             continue
         families = tuple(f"IPv{_version(ip)}" for ip in cluster_ips)
-        mine.final = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families)
+        mine.final = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families, tuple(ingress))
         mine.given = given
         out[svc.key] = mine.final
     return out

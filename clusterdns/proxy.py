@@ -1,0 +1,259 @@
+"""`serve --proxy`: puts the data plane into the kernel, as kube-proxy does.
+
+The ruleset itself is built by ruleset.py (pure); this module does the I/O around it: checks the
+privileges at start, finds the node's interface and networks, applies each ruleset as one `nft -f`
+transaction, claims every service address as a /32 (/128) on the proxy interface with `ip -batch` (so
+that neighbours on a shared network find this machine by ARP/ND), and removes the table and the
+addresses on exit. The addresses it claims are written to a file in the state directory before they are
+added, so that a start after a crash removes what the previous run left. Nothing here copies a
+connection's bytes: the kernel forwards them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from clusterdns.registry import Registry
+from clusterdns.ruleset import TABLE, Node, Ruleset, rules, script
+
+log = logging.getLogger("clusterdns")
+
+CAP_NET_ADMIN = 12
+GRANT = "run it as root, or grant the capability (docker run --cap-add NET_ADMIN; compose: cap_add: [NET_ADMIN])"
+
+
+class ProxyError(Exception):
+    """The data plane can't be set up or changed; the message says what and why."""
+
+
+def missing_privileges() -> str | None:
+    """Why --proxy can't work here (one line saying how to fix it), or None."""
+    for tool, package in (("nft", "nftables"), ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            return f"--proxy needs the `{tool}` command, which is not installed (Debian: apt-get install {package})"
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return None  # not Linux as we know it: let nft say what is wrong
+    if not effective >> CAP_NET_ADMIN & 1:
+        return f"--proxy needs the CAP_NET_ADMIN capability to program nftables and claim addresses: {GRANT}"
+    return None
+
+
+def interfaces() -> dict[str, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+    """Every interface's addresses, as `ip -json address` lists them."""
+    out = _run(["ip", "-json", "address", "show"])
+    found: dict[str, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = {}
+    for link in json.loads(out or "[]"):
+        addrs = found.setdefault(link["ifname"], [])
+        for info in link.get("addr_info", []):
+            if "local" in info and "prefixlen" in info:
+                addrs.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the proxy works: its interface and the node's view of the ruleset."""
+
+    interface: str
+    node: Node
+
+
+def place(host: str, dns_port: int, node_ips: Sequence[str], interface: str | None) -> Placement:
+    """The proxy interface, node IPs, DNS target and local networks from the serve flags and the machine.
+
+    NodePorts are served on `node_ips`, else on --host when it is a real address. The interface is the
+    given one, else the one holding --host, else the one holding the first node IP. kube-dns's cluster
+    IP leads to clusterdns's own DNS port on --host, or on the first node IP when --host is a wildcard.
+    """
+    found = interfaces()
+    addr = ipaddress.ip_address(host)
+    ips = list(node_ips) or ([host] if not (addr.is_loopback or addr.is_unspecified) else [])
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ProxyError(f"--node-ip: must be an IP address, got {ip!r}") from None
+
+    def holding(ip: str) -> str | None:
+        return next((name for name, addrs in found.items() if any(str(a.ip) == ip for a in addrs)), None)
+
+    if interface is None:
+        interface = holding(host) if not addr.is_unspecified else None
+        if interface is None and ips:
+            interface = holding(ips[0])
+        if interface is None:
+            raise ProxyError(
+                "--proxy: can't tell which interface should claim the service addresses: give --proxy-interface "
+                "(or --host / --node-ip with an address of this machine)"
+            )
+    elif interface not in found:
+        raise ProxyError(f"--proxy-interface: no interface {interface!r} here (there are {', '.join(sorted(found))})")
+    dns_ip = ips[0] if addr.is_unspecified and ips else host
+    local = sorted(
+        {
+            str(a.network)
+            for a in found[interface]
+            if a.network.prefixlen < a.network.max_prefixlen and not a.ip.is_link_local
+        }
+    )
+    dns = None if ipaddress.ip_address(dns_ip).is_unspecified else (dns_ip, dns_port)
+    return Placement(interface, Node(tuple(ips), dns, tuple(local)))
+
+
+@dataclass
+class Proxy:
+    """The table and the addresses of one serving process; `sync` after every load, `stop` on exit."""
+
+    placement: Placement
+    state_dir: str | None = None
+    ipv6: bool = False  # IPv6 Services exist: IPv6 forwarding is needed too
+    applied: Ruleset | None = None
+    claimed: set[str] = field(default_factory=set)
+    foreign: set[str] = field(default_factory=set)  # addresses that were here before us: never claimed
+    syncs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    last_error: str = ""
+    last_seconds: float = 0.0
+
+    @property
+    def _ledger(self) -> str | None:
+        return os.path.join(self.state_dir, "proxy-addresses.json") if self.state_dir else None
+
+    def start(self) -> None:
+        """Remove what a previous run left (its table goes with the first sync), enable IP forwarding."""
+        leftover = self._read_ledger()
+        if leftover:
+            log.info("proxy: removing %d address(es) a previous run left on %s", len(leftover), self.interface)
+            self._addresses("delete", leftover, force=True)
+        present = interfaces()
+        self.foreign = {str(a.ip) for addrs in present.values() for a in addrs}
+        self._forwarding()
+
+    @property
+    def interface(self) -> str:
+        return self.placement.interface
+
+    def sync(self, registry: Registry) -> None:
+        """Make the kernel forward the registry's Services: one nft transaction, then the addresses."""
+        started = time.perf_counter()
+        try:
+            new = rules(registry, self.placement.node, self.applied)
+            text = script(self.applied, new)
+            if text:
+                _run(["nft", "-f", "-"], text)
+            self.applied = new
+            wanted = new.addresses() - self.foreign
+            self._claim(wanted)
+        except ProxyError as exc:
+            self.syncs["failure"] += 1
+            self.last_error = str(exc)
+            raise
+        self.syncs["success"] += 1
+        self.last_error = ""
+        self.last_seconds = time.perf_counter() - started
+
+    def stop(self) -> None:
+        """Remove the table and every address this process claimed."""
+        try:
+            _run(["nft", "-f", "-"], f"add table {TABLE}\ndelete table {TABLE}\n")
+        except ProxyError as exc:
+            log.error("proxy: %s", exc)
+        if self.claimed:
+            self._addresses("delete", sorted(self.claimed), force=True)
+        self.claimed = set()
+        if self._ledger:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._ledger)
+        self.applied = None
+
+    # --- addresses ---
+
+    def _claim(self, wanted: set[str]) -> None:
+        add = sorted(wanted - self.claimed)
+        remove = sorted(self.claimed - wanted)
+        if add:
+            self._write_ledger(self.claimed | wanted)  # before adding: a crash must not leave unknown ones
+            self._addresses("add", add, force=True)
+            self.claimed |= set(add)
+        if remove:
+            self._addresses("delete", remove, force=True)
+            self.claimed -= set(remove)
+            self._write_ledger(self.claimed)
+
+    def _addresses(self, verb: str, addresses: Iterable[str], force: bool) -> None:
+        lines = []
+        for a in addresses:
+            v6 = ":" in a
+            nodad = " nodad" if v6 and verb == "add" else ""  # usable at once, no duplicate detection wait
+            lines.append(f"address {verb} {a}/{128 if v6 else 32} dev {self.interface}{nodad}")
+        if lines:
+            try:
+                _run(["ip", *(["-force"] if force else []), "-batch", "-"], "\n".join(lines) + "\n")
+            except ProxyError as exc:
+                # -force goes on past a line that fails (an address already there, or already gone); the
+                # rest were done. Say so once, without failing the sync.
+                log.warning("proxy: %s", exc)
+
+    def _read_ledger(self) -> list[str]:
+        if not self._ledger:
+            return []
+        try:
+            with open(self._ledger, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("proxy: ignoring unreadable %s: %s", self._ledger, exc)
+            return []
+        if data.get("interface") != self.interface:
+            return []  # claimed elsewhere: not ours to remove from this interface
+        return [a for a in data.get("addresses", []) if isinstance(a, str)]
+
+    def _write_ledger(self, addresses: set[str]) -> None:
+        if not self._ledger:
+            return
+        tmp = f"{self._ledger}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"interface": self.interface, "addresses": sorted(addresses)}, f)
+        os.replace(tmp, self._ledger)
+
+    def _forwarding(self) -> None:
+        """Packets for endpoints on other machines are forwarded: IP forwarding must be on."""
+        for v6 in (False, True) if self.ipv6 else (False,):
+            path = "/proc/sys/net/ipv6/conf/all/forwarding" if v6 else "/proc/sys/net/ipv4/ip_forward"
+            try:
+                with open(path, encoding="ascii") as f:
+                    if f.read().strip() == "1":
+                        continue
+                with open(path, "w", encoding="ascii") as f:
+                    f.write("1\n")
+                log.info("proxy: turned on %s", path.removeprefix("/proc/sys/").replace("/", "."))
+            except OSError as exc:
+                log.warning(
+                    "proxy: %s is off and can't be turned on (%s): only endpoints on this machine can be reached "
+                    "(docker: --sysctl net.ipv4.ip_forward=1)",
+                    path.removeprefix("/proc/sys/").replace("/", "."),
+                    exc.strerror,
+                )
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProxyError(f"{argv[0]}: {exc}") from None
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split())[:2000]
+        raise ProxyError(f"`{' '.join(argv)}` failed: {detail}")
+    return done.stdout
