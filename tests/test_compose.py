@@ -231,7 +231,7 @@ def test_clusterdns_has_what_the_proxy_needs(compose: dict[str, Any]) -> None:
     assert svc["sysctls"] == {
         "net.ipv4.ip_forward": 1,
         "net.ipv4.conf.all.send_redirects": 0,
-        "net.ipv4.conf.default.send_redirects": 0,
+        "net.ipv4.conf.eth0.send_redirects": 0,
     }
 
 
@@ -409,6 +409,12 @@ def test_override_replaces_every_public_image(compose: dict[str, Any]) -> None:
         assert svc["image"] in ("${CLUSTERDNS_TEST_BASE}", "${CLUSTERDNS_TEST_IMAGE}"), name
         if "build" in compose["services"][name]:
             assert svc["build"]["args"] == {"BASE": "${CLUSTERDNS_TEST_BASE}"}, name
+
+
+def test_override_runs_clusterdns_as_compose_does_but_without_upstream(compose: dict[str, Any]) -> None:
+    """The test's clusterdns command is docker-compose.yml's, with `--upstream off`."""
+    override = load_compose(OVERRIDE_FILE)["services"]["clusterdns"]
+    assert override["command"] == [*compose["services"]["clusterdns"]["command"], "--upstream", "off"]
 
 
 # The running stack.
@@ -660,7 +666,7 @@ def busybox_env(stack: Running) -> dict[str, str]:
 
 def answers(stack: Running, url: str, times: int) -> list[str] | None:
     """What `wget -qO- URL` in the busybox pod prints, `times` times over; None while it fails."""
-    script = f". /env/pod.env && for i in $(seq {times}); do wget -qO- -T 5 {url} || exit 1; done"
+    script = f". /env/pod.env && for i in $(seq {times}); do timeout 10 wget -qO- {url} || exit 1; done"
     result = stack.exec("busybox", script)
     return result.stdout.split() if result.returncode == 0 else None
 
@@ -669,7 +675,8 @@ def test_pod_resolves_service_through_kube_dns(running: Running) -> None:
     """busybox's nslookup finds my-nginx's cluster IP, through Docker's DNS and straight from kube-dns's address."""
     cluster_ip = running.get("svc", "my-nginx")["spec"]["clusterIP"]
     kube_dns = running.get("svc", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"]
-    for args in ("my-nginx", f"my-nginx {kube_dns}"):
+    # With a server named, busybox's nslookup asks the name as given, without the search list.
+    for args in ("my-nginx", f"my-nginx.default.svc.cluster.local {kube_dns}"):
         result = running.exec("busybox", f"nslookup {args}")
         assert f"Name:\tmy-nginx.default.svc.cluster.local\nAddress: {cluster_ip}\n" in result.stdout, (
             result.stdout + result.stderr
