@@ -13,6 +13,8 @@ the pods use it as pods use a cluster, through real clients (busybox's nslookup 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import fnmatch
 import glob
 import hashlib
@@ -472,47 +474,67 @@ class Engine:
         return check([self.docker, *argv], timeout, env=self.env)
 
 
+# Kept between runs: the data of an engine started here (with the base image), and the lock of a run.
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clusterdns-test"
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (waiting up to 15 minutes for another holder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+
+        def locked() -> bool | None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return True
+
+        until(locked, 900, f"the lock {path}, held by another run of the compose test")
+        yield
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """The running Docker engine; or, when none runs, one started here and stopped at the end, with its images
-    kept under ~/.cache/clusterdns-test (so the base image is made once) and nothing else outside a temporary
-    directory. It changes nothing on the host's network but its own bridges: no iptables rules, no forwarding,
-    no docker0 (--iptables=false --ip-forward=false --bridge=none)."""
-    docker = need_tool("docker", "docker.io")
-    env = dict(os.environ)
-    if run([docker, "version"], 30, env=env).returncode == 0:
-        yield Engine(docker, env)
-        return
-    dockerd = need_tool("dockerd", "docker.io")
-    if os.geteuid() != 0:
-        pytest.fail("no Docker engine runs, and starting one (dockerd) needs root")
-    data = Path.home() / ".cache" / "clusterdns-test" / "docker"
-    data.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="cdns-docker-"))  # short: it holds unix sockets
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    env["DOCKER_HOST"] = f"unix://{run_dir}/docker.sock"
-    argv = [dockerd, "--data-root", str(data), "--exec-root", str(run_dir / "exec")]
-    argv += ["--host", env["DOCKER_HOST"], "--pidfile", str(run_dir / "docker.pid")]
-    argv += ["--iptables=false", "--ip-forward=false", "--bridge=none"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    """The running Docker engine; or, when none runs, one started here and stopped at the end, with its data kept
+    in CACHE (so the base image is made once) and nothing else outside a temporary directory. It changes nothing
+    on the host's network but its own bridges: no iptables rules, no forwarding, no docker0 (--iptables=false
+    --ip-forward=false --bridge=none). One run at a time on a machine: the stack's addresses are fixed."""
+    with exclusive(CACHE / "lock"):
+        docker = need_tool("docker", "docker.io")
+        env = dict(os.environ)
+        if run([docker, "version"], 30, env=env).returncode == 0:
+            yield Engine(docker, env)
+            return
+        dockerd = need_tool("dockerd", "docker.io")
+        if os.geteuid() != 0:
+            pytest.fail("no Docker engine runs, and starting one (dockerd) needs root")
+        run_dir = Path(tempfile.mkdtemp(prefix="cdns-docker-"))  # short: it holds unix sockets
+        log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+        env["DOCKER_HOST"] = f"unix://{run_dir}/docker.sock"
+        argv = [dockerd, "--data-root", str(CACHE / "docker"), "--exec-root", str(run_dir / "exec")]
+        argv += ["--host", env["DOCKER_HOST"], "--pidfile", str(run_dir / "docker.pid")]
+        argv += ["--iptables=false", "--ip-forward=false", "--bridge=none"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def up() -> bool | None:
-        if proc.poll() is not None:
-            pytest.fail(f"dockerd exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        return True if run([docker, "version"], 10, env=env).returncode == 0 else None
+        def up() -> bool | None:
+            if proc.poll() is not None:
+                pytest.fail(f"dockerd exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            return True if run([docker, "version"], 10, env=env).returncode == 0 else None
 
-    try:
-        until(up, 60, f"dockerd answering on {env['DOCKER_HOST']} (log: {log})")
-        yield Engine(docker, env)
-    finally:
-        proc.send_signal(signal.SIGTERM)  # dockerd stops its containerd and its containers
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(run_dir, ignore_errors=True)
+            until(up, 60, f"dockerd answering on {env['DOCKER_HOST']} (log: {log})")
+            yield Engine(docker, env)
+        finally:
+            proc.send_signal(signal.SIGTERM)  # dockerd stops its containerd and its containers
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def debian_source() -> tuple[str, str]:
@@ -581,6 +603,9 @@ def base_image(engine: Engine) -> str:
     finally:
         unmount_below(root)
         shutil.rmtree(root, ignore_errors=True)
+    for old in engine("image", "ls", "clusterdns-test-base", "--format", "{{.Repository}}:{{.Tag}}").split():
+        if old != tag:  # made by an earlier recipe or from another mirror
+            engine("image", "rm", old)
     return tag
 
 
