@@ -45,10 +45,9 @@ COPY README.md ./
 COPY clusterdns ./clusterdns
 RUN pip install --no-deps --no-build-isolation .
 
-# Root, for `serve --proxy` (docker-compose.yml): it needs CAP_NET_ADMIN, and the capabilities Docker grants
-# (--cap-add) are those of root in the container; a process of any other user starts with none effective.
-# Without --proxy nothing needs root: `docker run --user 10001 ...` works as well (port 53 needs no capability:
-# Docker 20.10+ sets net.ipv4.ip_unprivileged_port_start=0 in containers), with /state writable by that user.
+# Root, for `serve --proxy` (docker-compose.yml): it needs CAP_NET_ADMIN, and Docker grants added capabilities
+# (--cap-add) to root only; a process of any other user in the container starts with none effective. Without
+# --proxy nothing needs root (port 53 neither: Docker 20.10+ sets net.ipv4.ip_unprivileged_port_start=0).
 # /zones: the manifests, mounted read-only. /state: allocations (cluster IPs, node ports, pod IPs), a volume so
 # they survive restarts. /env: where an init container writes the pod environment (see docker-compose.yml).
 RUN mkdir /zones /state /env
