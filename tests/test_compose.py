@@ -654,6 +654,10 @@ class Running:
         assert isinstance(doc, dict)
         return doc
 
+    def down(self) -> subprocess.CompletedProcess[str]:
+        """`docker-compose down` with the volumes (clusterdns has 5 s to leave its lameduck)."""
+        return self("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=300)
+
     def left(self) -> list[str]:
         """The project's containers, networks and volumes that exist."""
         label = f"label=com.docker.compose.project={self.name}"
@@ -678,7 +682,7 @@ def running(engine: Engine, base_image: str, project: Path) -> Iterator[Running]
             pytest.fail(f"docker-compose up: exit {result.returncode}\n{result.stderr[-3000:]}\n{logs}")
         yield stack
     finally:
-        stack("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=300)
+        stack.down()
         run([engine.docker, "image", "rm", image], 120, env=engine.env)
 
 
@@ -771,6 +775,6 @@ def test_zones_edit_changes_answers_and_forwarding(running: Running) -> None:
 def test_down_leaves_nothing_behind(running: Running) -> None:
     """`docker-compose down -v` removes every container, network and volume of the project."""
     assert running.left(), "the stack is not up"
-    result = running("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=300)
+    result = running.down()
     assert result.returncode == 0, result.stderr
     assert running.left() == []
