@@ -147,3 +147,9 @@ class Selector:
 def format_labels(labels: Mapping[str, str]) -> str:
     """`a=b,c=d` sorted by key, as kubectl prints selectors and labels."""
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def looks_like_ipv4(name: str) -> bool:
+    """An ExternalName such as `10.1.2.3`: CoreDNS serves no CNAME to it (kubernetes plugin, external.go)."""
+    parts = name.rstrip(".").split(".")
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and int(p) < 256 for p in parts)

@@ -1130,7 +1130,8 @@ def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace:
                     _str(target, "name", (*ep, "targetRef")),
                 )
             )
-    return EndpointSlice(namespace, name, service_name, address_type, tuple(endpoints))
+    managed_by = labels.get("endpointslice.kubernetes.io/managed-by", "")
+    return EndpointSlice(namespace, name, service_name, address_type, tuple(endpoints), managed_by=managed_by)
 
 
 def _parse_config_map(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> ConfigMap:

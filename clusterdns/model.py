@@ -45,6 +45,9 @@ def fast_init(cls: type[T]) -> type[T]:
     return made  # type: ignore[no-any-return]
 
 
+# The EndpointSlice controller's managed-by label value: slices it writes are derived from a selector.
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+
 # Service types, as the API server spells them.
 CLUSTER_IP = "ClusterIP"
 NODE_PORT = "NodePort"
@@ -295,6 +298,7 @@ class EndpointSlice:
     address_type: str
     endpoints: tuple[Endpoint, ...]
     source: Source | None = None
+    managed_by: str = ""  # label endpointslice.kubernetes.io/managed-by
 
     @property
     def key(self) -> tuple[str, str]:

@@ -125,6 +125,7 @@ class Proxy:
     syncs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     last_error: str = ""
     last_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # the last sync's parts, for benchmarks and logs
 
     @property
     def _ledger(self) -> str | None:
@@ -150,11 +151,18 @@ class Proxy:
         try:
             new = rules(registry, self.placement.node, self.applied)
             text = script(self.applied, new)
+            built = time.perf_counter()
             if text:
                 _run(["nft", "-f", "-"], text)
             self.applied = new
-            wanted = new.addresses() - self.foreign
-            self._claim(wanted)
+            applied = time.perf_counter()
+            self._claim(new.addresses() - self.foreign)
+            self.timings = {
+                "build": built - started,
+                "nft": applied - built,
+                "addresses": time.perf_counter() - applied,
+                "script bytes": len(text),
+            }
         except ProxyError as exc:
             self.syncs["failure"] += 1
             self.last_error = str(exc)

@@ -15,6 +15,7 @@ import dns.rcode
 import dns.rdatatype
 
 from clusterdns import names
+from clusterdns.labels import looks_like_ipv4
 from clusterdns.model import EXTERNAL_NAME, Endpoint, Service
 from clusterdns.registry import Registry
 
@@ -162,6 +163,14 @@ class Zone:
                     endpoints[ip] = [target]
                 elif target not in targets:
                     targets.append(target)
+        for (namespace, service), eps in self.registry.orphan_endpoints.items():
+            base = f"{service}.{namespace}.svc.{self.domain}"
+            for ep in eps:  # EndpointSlices of missing Services: indexed by their label, as CoreDNS does
+                if ep.ready:
+                    target = f"{names.endpoint_name(ep.ip, ep.hostname)}.{base}"
+                    targets = endpoints.setdefault(ep.ip, [])
+                    if target not in targets:
+                        targets.append(target)
         for ip, targets in endpoints.items():
             ptr.setdefault(ip, targets)
 
@@ -195,6 +204,8 @@ class Zone:
         if kind in (names.SERVICE, names.ENDPOINT, names.PORT):
             svc = self.services.get((req.namespace, req.service))
             if svc is not None and svc.type == EXTERNAL_NAME:
+                if looks_like_ipv4(svc.external_name):  # not served: as if it did not exist
+                    return self._negative(_NX)
                 if kind != names.SERVICE:
                     return self._negative(_NX)
                 return self._alias(name, svc.external_name.rstrip(".").lower(), qtype, depth)

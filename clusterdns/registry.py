@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
     LOAD_BALANCER,
+    SLICE_CONTROLLER,
     ConfigMap,
     Endpoint,
     EndpointPort,
@@ -101,6 +103,10 @@ class Registry:
     seen: Mapping[str, Entry] = field(default_factory=dict)  # "Kind/ns/name" -> [_, first seen]
     pod_ips_seen: Mapping[str, Entry] = field(default_factory=dict)  # "ns/name IPv4" -> [IP, allocated]
     loaded: float = 0.0  # when this snapshot was built
+    # Endpoints of EndpointSlices whose Service does not exist, by (namespace, service name): their ready
+    # addresses still have PTR records (CoreDNS indexes slices by their service-name label).
+    orphan_endpoints: Mapping[tuple[str, str], tuple[Endpoint, ...]] = field(default_factory=dict)
+    sliced: frozenset[tuple[str, str]] = frozenset()  # Services with a selector and merged EndpointSlices
 
     def services_in(self, namespace: str | None) -> list[Service]:
         """Services of one namespace (all when None), sorted by namespace and name."""
@@ -358,13 +364,23 @@ def build(
         if ns and ns not in namespaces:
             namespaces[ns] = Namespace(ns)
 
+    slices = [e for e in by_kind["EndpointSlice"] if isinstance(e, EndpointSlice)]
+    sliced, orphans = _sort_slices(final_services, slices, notes)
+    previous, changed = _unchanged_since(memo.registry, final_pods)
     endpoints = derive_endpoints(
         final_services.values(),
         final_pods.values(),
         [e for e in by_kind["Endpoints"] if isinstance(e, EndpointsObject)],
-        [e for e in by_kind["EndpointSlice"] if isinstance(e, EndpointSlice)],
-        *_unchanged_since(memo.registry, final_pods),
+        slices,
+        previous,
+        changed,
+        sliced | (previous.sliced if previous is not None else frozenset()),
     )
+    for svc in final_services.values():  # CoreDNS serves no CNAME to an IP: it answers NXDOMAIN
+        if svc.type == EXTERNAL_NAME and looks_like_ipv4(svc.external_name):
+            notes.append(
+                _note(svc, "spec.externalName", f"{svc.external_name} is an IP address, not a name: not served")
+            )
 
     memo.registry = Registry(
         config=config,
@@ -379,10 +395,53 @@ def build(
         problems=tuple(b.problems),
         notes=tuple(notes),
         seen=entries["object"],
+        orphan_endpoints=orphans,
+        sliced=frozenset(sliced),
         pod_ips_seen=pod_entries,
         loaded=now,
     )
     return memo.registry
+
+
+def _sort_slices(
+    services: Mapping[tuple[str, str], Service], slices: Sequence[EndpointSlice], notes: list[Problem]
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple[Endpoint, ...]]]:
+    """Which EndpointSlices join a selector's endpoints, noted for `check`, and those of missing Services.
+
+    A Service with a selector gets its endpoints from the EndpointSlice controller; clusterdns derives
+    those, so slices the controller manages are ignored. Any other slice labelled with the Service's name
+    is served beside them, as CoreDNS serves every slice of a Service.
+    """
+    sliced: set[tuple[str, str]] = set()
+    orphans: dict[tuple[str, str], list[Endpoint]] = {}
+    for sl in slices:
+        key = (sl.namespace, sl.service_name)
+        svc = services.get(key)
+        if svc is None:
+            orphans.setdefault(key, []).extend(sl.endpoints)
+            notes.append(_note(sl, "", f"Service {sl.service_name} does not exist: only its PTR records are served"))
+        elif svc.selector is None:
+            continue
+        elif sl.managed_by == SLICE_CONTROLLER:
+            notes.append(
+                _note(
+                    sl,
+                    "",
+                    f"ignored: managed by {SLICE_CONTROLLER}, and Service {svc.name}'s endpoints are derived "
+                    "from its selector",
+                )
+            )
+        else:
+            sliced.add(key)
+            notes.append(
+                _note(sl, "", f"merged into the endpoints of Service {svc.name}, beside those its selector finds")
+            )
+    return sliced, {k: tuple(v) for k, v in orphans.items()}
+
+
+def _note(obj: Object, field_path: str, message: str) -> Problem:
+    src = obj.source or Source("<unknown>", 0)
+    return Problem(src.path, src.line, display_name(obj), field_path, message, True)
 
 
 def _unchanged_since(
@@ -718,6 +777,7 @@ def derive_endpoints(
     slices: Sequence[EndpointSlice],
     previous: Registry | None = None,
     changed: Set[str] = frozenset(),
+    sliced: Set[tuple[str, str]] = frozenset(),
 ) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
     """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
 
@@ -725,7 +785,9 @@ def derive_endpoints(
     (or always, with publishNotReadyAddresses), each port's targetPort resolved in that Pod (a named
     port the Pod lacks leaves that port out), and a hostname only when the Pod's subdomain is the
     Service's name. Terminated Pods and Pods without an IP are left out. A Service without a selector
-    takes Endpoints objects of its name and EndpointSlices labelled with it.
+    takes Endpoints objects of its name and EndpointSlices labelled with it. A Service with a selector
+    also takes the EndpointSlices labelled with it that the EndpointSlice controller does not manage
+    (`sliced`: the Services that have such slices now or had them before).
 
     Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
     selector that is the very object it was then, in an unchanged namespace, keeps its endpoints.
@@ -735,7 +797,12 @@ def derive_endpoints(
     if previous is not None:
         for svc in services:
             key = svc.key
-            if svc.selector is not None and svc.namespace not in changed and previous.services.get(key) is svc:
+            if (
+                svc.selector is not None
+                and svc.namespace not in changed
+                and key not in sliced
+                and previous.services.get(key) is svc
+            ):
                 out[key] = previous.endpoints[key]
     needed = {svc.namespace for svc in services if svc.key not in out}
     index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
@@ -745,8 +812,11 @@ def derive_endpoints(
         for k, v in pod.labels.items():
             index[(pod.namespace, k, v)].append(pod)
     manual: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)
+    unmanaged: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)  # for Services with a selector
     for sl in slices:
         manual[(sl.namespace, sl.service_name)].extend(sl.endpoints)
+        if sl.managed_by != SLICE_CONTROLLER:
+            unmanaged[(sl.namespace, sl.service_name)].extend(sl.endpoints)
     for eo in endpoints_objects:
         manual[eo.key].extend(eo.endpoints)
 
@@ -757,16 +827,22 @@ def derive_endpoints(
             out[svc.key] = ()
             continue
         if svc.selector is None:
-            seen: set[str] = set()
-            eps = []
-            for ep in manual.get(svc.key, ()):
-                if ep.ip not in seen:
-                    seen.add(ep.ip)
-                    eps.append(dataclasses.replace(ep, ready=True) if svc.publish_not_ready_addresses else ep)
-            out[svc.key] = tuple(eps)
+            out[svc.key] = tuple(_unique(svc, [], manual.get(svc.key, ())))
             continue
-        out[svc.key] = tuple(_selected_endpoints(svc, index))
+        selected = _selected_endpoints(svc, index)
+        extra = unmanaged.get(svc.key)
+        out[svc.key] = tuple(_unique(svc, selected, extra) if extra else selected)
     return {svc.key: out[svc.key] for svc in services}
+
+
+def _unique(svc: Service, first: list[Endpoint], more: Iterable[Endpoint]) -> list[Endpoint]:
+    """`first`, then those of `more` whose IP is not yet there; ready with publishNotReadyAddresses."""
+    seen = {ep.ip for ep in first}
+    for ep in more:
+        if ep.ip not in seen:
+            seen.add(ep.ip)
+            first.append(dataclasses.replace(ep, ready=True) if svc.publish_not_ready_addresses else ep)
+    return first
 
 
 def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[Pod]]) -> list[Endpoint]:

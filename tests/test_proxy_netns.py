@@ -26,7 +26,10 @@ from conftest import write_files
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_IP = "10.244.0.1"  # the node's address on the pod network, where clusterdns serves DNS
+NODE_IP6 = "fd00:244::1"
 CLIENT_IP = "10.244.0.100"  # in the band the allocator leaves to explicit requests: no pod gets it
+CLIENT_IP6 = "fd00:244::100"
+CIDRS = ("--service-cidr", "10.0.0.0/16,fd00:10::/108", "--pod-cidr", "10.244.0.0/16,fd00:244::/64")
 OUTSIDE_NET = "198.18.200"  # node .1, outside machine .2 (the benchmarking range, RFC 2544)
 LB_CIDR = "198.19.7.0/24"
 
@@ -49,6 +52,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(name + b"\n")
     def log_message(self, *args):
         pass
+class Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 and IPv6
+        super().server_bind()
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind(("0.0.0.0", 9000))
 def echo():
@@ -56,7 +64,7 @@ def echo():
         data, peer = udp.recvfrom(2048)
         udp.sendto(name + b" " + data, peer)
 threading.Thread(target=echo, daemon=True).start()
-ThreadingHTTPServer(("0.0.0.0", 80), Handler).serve_forever()
+Server(("::", 80), Handler).serve_forever()
 """
 
 ZONES = {
@@ -119,6 +127,14 @@ ZONES = {
         ---
         apiVersion: v1
         kind: Service
+        metadata: {name: dual}
+        spec:
+          ipFamilyPolicy: RequireDualStack
+          selector: {run: my-nginx}
+          ports: [{name: http, port: 80, targetPort: http}]
+        ---
+        apiVersion: v1
+        kind: Service
         metadata: {name: nothing}
         spec:
           selector: {run: nobody}
@@ -156,6 +172,7 @@ class Cluster:
     outside: str
     pods: dict[str, str] = field(default_factory=dict)  # pod name -> namespace
     pod_ips: dict[str, str] = field(default_factory=dict)  # pod name -> IP
+    pod_ips6: dict[str, str] = field(default_factory=dict)  # pod name -> IPv6
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     server: subprocess.Popen[str] | None = None
@@ -169,11 +186,11 @@ class Cluster:
 
     def clusterdns(self, *argv: str) -> str:
         flags = ["--zones", str(self.root / "zones"), "--state", str(self.root / "state")]
-        done = sh(sys.executable, "-m", "clusterdns", *argv, *flags, "--loadbalancer-cidr", LB_CIDR)
+        done = sh(sys.executable, "-m", "clusterdns", *argv, *flags, *CIDRS, "--loadbalancer-cidr", LB_CIDR)
         return done.stdout
 
-    def add_namespace(self, ns: str, ip: str, resolv: str = "") -> None:
-        """A namespace on the node's bridge at `ip`, default route via the node."""
+    def add_namespace(self, ns: str, ip: str, ip6: str, resolv: str = "") -> None:
+        """A namespace on the node's bridge at `ip` and `ip6`, default routes via the node."""
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)
         host_if = f"v{ns}"[:15]
@@ -185,9 +202,11 @@ class Cluster:
         # br_netfilter is loaded (Docker loads it), which bridges a DNATed packet instead of routing it.
         sh("ip", "-n", self.node, "link", "set", host_if, "type", "bridge_slave", "hairpin", "on")
         sh("ip", "-n", ns, "addr", "add", f"{ip}/16", "dev", "eth0")
+        sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", ns, "route", "add", "default", "via", NODE_IP)
+        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", NODE_IP6)
         if resolv:
             etc = Path("/etc/netns") / ns
             etc.mkdir(parents=True, exist_ok=True)
@@ -195,7 +214,7 @@ class Cluster:
 
     def start_pod(self, name: str) -> None:
         ns = f"cdp{self.tag}{len(self.pods)}"
-        self.add_namespace(ns, self.pod_ips[name])
+        self.add_namespace(ns, self.pod_ips[name], self.pod_ips6[name])
         self.pods[name] = ns
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-c", POD_SERVER, name],
@@ -216,7 +235,7 @@ class Cluster:
                 *("--zones", str(self.root / "zones"), "--state", str(self.root / "state")),
                 *("--host", NODE_IP, "--port", "53", "--upstream", "off", "--lameduck", "0"),
                 *("--http", "127.0.0.1:9153", "--proxy", "--node-ip", NODE_IP, "--node-ip", f"{OUTSIDE_NET}.1"),
-                *("--loadbalancer-cidr", LB_CIDR),
+                *("--loadbalancer-cidr", LB_CIDR, *CIDRS),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -257,6 +276,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         sh("ip", "-n", c.node, "link", "set", "lo", "up")
         sh("ip", "-n", c.node, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", c.node, "addr", "add", f"{NODE_IP}/16", "dev", "br0")
+        sh("ip", "-n", c.node, "addr", "add", f"{NODE_IP6}/64", "dev", "br0", "nodad")
         sh("ip", "-n", c.node, "link", "set", "br0", "up")
         sh("ip", "netns", "add", c.outside)
         c.namespaces.append(c.outside)
@@ -269,9 +289,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         sh("ip", "-n", c.outside, "route", "add", LB_CIDR, "via", f"{OUTSIDE_NET}.1")
         pods = json.loads(c.clusterdns("get", "pods", "-o", "json"))["items"]
         c.pod_ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+        c.pod_ips6 = {p["metadata"]["name"]: p["status"]["podIPs"][1]["ip"] for p in pods}
         for name in sorted(c.pod_ips):
             c.start_pod(name)
-        c.add_namespace(c.client, CLIENT_IP, RESOLV_CONF)
+        c.add_namespace(c.client, CLIENT_IP, CLIENT_IP6, RESOLV_CONF)
         c.start_server()
         yield c
     finally:
@@ -294,11 +315,11 @@ def nginx_pods(c: Cluster) -> set[str]:
     return {name for name in c.pod_ips if name.startswith("my-nginx-")}
 
 
-def answers(c: Cluster, url: str, times: int = 30, ns: str | None = None) -> list[str]:
+def answers(c: Cluster, url: str, times: int = 30, ns: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     """Who answered each of `times` requests."""
     out = []
     for _ in range(times):
-        done = c.curl(ns or c.client, url)
+        done = c.curl(ns or c.client, url, *extra)
         assert done.returncode == 0, f"curl {url}: exit {done.returncode}: {done.stderr}"
         out.append(done.stdout.strip())
     return out
@@ -309,6 +330,14 @@ def test_short_name_through_kube_dns_reaches_both_endpoints(cluster: Cluster) ->
     cluster IP, which the proxy leads to clusterdns) is answered by both nginx pods over repeated requests."""
     got = answers(cluster, "http://my-nginx/")
     assert set(got) == nginx_pods(cluster)
+
+
+def test_ipv6_cluster_ip(cluster: Cluster) -> None:
+    """A dual-stack Service's IPv6 cluster IP (its AAAA record, through the search path) reaches both pods
+    over IPv6, and its IPv4 one too."""
+    got = answers(cluster, "http://dual/", times=20, ns=None, extra=("-6",))
+    assert set(got) == nginx_pods(cluster)
+    assert set(answers(cluster, "http://dual/", times=10, extra=("-4",))) <= nginx_pods(cluster)
 
 
 def test_service_env_address_connects(cluster: Cluster) -> None:

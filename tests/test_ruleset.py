@@ -61,8 +61,8 @@ def build(write_zones: WriteZones, load: Load, text: str, config: Config | None 
 
 def test_two_endpoints_random_choice(write_zones: WriteZones, load: Load) -> None:
     """A ClusterIP Service with two ready endpoints: the cluster IP's map element leads to the service chain,
-    which masquerade-checks then picks an endpoint chain by numgen; each endpoint chain DNATs to the named
-    targetPort as resolved for that Pod."""
+    which masquerade-checks, then takes the first endpoint for half of the connections and the second for
+    the rest, each DNATed to the named targetPort as resolved for that Pod; both are endpoint IPs."""
     registry = build(
         write_zones,
         load,
@@ -71,19 +71,29 @@ def test_two_endpoints_random_choice(write_zones: WriteZones, load: Load) -> Non
         + service("web", "selector: {app: web}\nports: [{name: http, port: 80, targetPort: http}]", "10.0.0.50"),
     )
     assert share(rules(registry, NODE), "web") == [
-        "chain endpoint-default/web/tcp/http__10.244.1.1/80",
-        "  ip saddr 10.244.1.1 jump mark-for-masquerade",
-        "  meta l4proto tcp dnat ip to 10.244.1.1:80",
-        "chain endpoint-default/web/tcp/http__10.244.1.2/8080",
-        "  ip saddr 10.244.1.2 jump mark-for-masquerade",
-        "  meta l4proto tcp dnat ip to 10.244.1.2:8080",
         "chain service-default/web/tcp/http",
         "  jump masquerade-check",
-        "  numgen random mod 2 vmap { 0 : goto endpoint-default/web/tcp/http__10.244.1.1/80, "
-        "1 : goto endpoint-default/web/tcp/http__10.244.1.2/8080 }",
+        "  numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.244.1.1:80",
+        "  meta l4proto tcp dnat ip to 10.244.1.2:8080",
         "cluster-ips 10.0.0.50",
+        "endpoint-ips 10.244.1.1",
+        "endpoint-ips 10.244.1.2",
         "service-ips 10.0.0.50 . tcp . 80 : goto service-default/web/tcp/http",
     ]
+
+
+def test_random_choice_is_uniform(write_zones: WriteZones, load: Load) -> None:
+    """With N endpoints the i-th rule takes `1/(N-i)` of what reaches it, so every endpoint gets 1/N."""
+    pods = "".join(pod(f"p{i}", f"10.244.1.{i + 1}", "app: web") for i in range(4))
+    registry = build(write_zones, load, pods + service("web", "selector: {app: web}\nports: [{name: http, port: 80}]"))
+    chain = rules(registry, NODE).services[("default", "web")].chains["service-default/web/tcp/http"]
+    draws = [int(line.split()[3]) if line.startswith("numgen") else 1 for line in chain[1:]]
+    assert draws == [4, 3, 2, 1]
+    left, shares = 1.0, []
+    for n in draws:
+        shares.append(left / n)
+        left -= left / n
+    assert shares == pytest.approx([0.25] * 4)
 
 
 def test_readiness_and_publish_not_ready(write_zones: WriteZones, load: Load) -> None:
@@ -147,8 +157,8 @@ def test_node_port_external_and_load_balancer_ips(write_zones: WriteZones, load:
 
 
 def test_client_ip_affinity(write_zones: WriteZones, load: Load) -> None:
-    """sessionAffinity ClientIP: one dynamic set per endpoint with the Service's timeout; the service chain
-    sends a client found in a set to that endpoint before choosing at random, and the endpoint chain adds it."""
+    """sessionAffinity ClientIP: one dynamic set per endpoint with the Service's timeout; a client found in a
+    set goes to that endpoint (and its entry is refreshed) before any random choice, which adds it."""
     registry = build(
         write_zones,
         load,
@@ -161,19 +171,16 @@ def test_client_ip_affinity(write_zones: WriteZones, load: Load) -> None:
         ),
     )
     got = share(rules(registry, NODE), "web")
-    ep = "default/web/tcp/80__10.244.1.1/80"
+    aff = "affinity-default/web/tcp/80__10.244.1.1/80"
     assert got == [
-        f"chain endpoint-{ep}",
-        "  ip saddr 10.244.1.1 jump mark-for-masquerade",
-        f"  update @affinity-{ep} {{ ip saddr }}",
-        "  meta l4proto tcp dnat ip to 10.244.1.1:80",
         "chain service-default/web/tcp/80",
         "  jump masquerade-check",
-        f"  ip saddr @affinity-{ep} goto endpoint-{ep}",
-        f"  goto endpoint-{ep}",
+        f"  ip saddr @{aff} update @{aff} {{ ip saddr }} meta l4proto tcp dnat ip to 10.244.1.1:80",
+        f"  update @{aff} {{ ip saddr }} meta l4proto tcp dnat ip to 10.244.1.1:80",
         "cluster-ips 10.0.0.50",
+        "endpoint-ips 10.244.1.1",
         "service-ips 10.0.0.50 . tcp . 80 : goto service-default/web/tcp/80",
-        f"set affinity-{ep} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}",
+        f"set {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}",
     ]
 
 
@@ -210,11 +217,11 @@ def test_dual_stack_chains_per_family(write_zones: WriteZones, load: Load) -> No
     )
     got = share(rules(registry, NODE), "web")
     assert "  meta l4proto tcp dnat ip6 to [fd00:244::5]:8080" in got
-    assert "chain endpoint6-default/web/tcp/80__fd00.244..5/8080" in got
     assert "service-ips6 fd00::50 . tcp . 80 : goto service6-default/web/tcp/80" in got
     assert "service-ips 10.0.0.50 . tcp . 80 : goto service-default/web/tcp/80" in got
     assert "chain service-default/web/tcp/80" in got
-    assert "  goto endpoint-default/web/tcp/80__10.244.1.5/8080" in got
+    assert "  meta l4proto tcp dnat ip to 10.244.1.5:8080" in got
+    assert "endpoint-ips6 fd00:244::5" in got
 
 
 def test_kube_dns_leads_to_clusterdns(write_zones: WriteZones, load: Load) -> None:
@@ -246,13 +253,18 @@ def rules_of(chains: dict[str, tuple[str, ...]], elements: dict[tuple[str, str],
 
 def test_transaction_writes_only_differences() -> None:
     """Between two rulesets: new chains are written, changed ones flushed and written again, elements whose
-    verdict changed deleted and added, and chains no longer used flushed, then deleted, after their elements."""
+    verdict changed or that are gone deleted, new ones added, and chains no longer used flushed, then deleted,
+    after the elements that led to them."""
     old = Ruleset(
         NODE,
         {
             ("default", "a"): rules_of(
-                {"service-a": ("goto endpoint-a1",), "endpoint-a1": ("dnat ip to 10.244.0.5:80",)},
-                {("service-ips", "10.0.0.1 . tcp . 80"): "goto service-a"},
+                {"service-a": ("dnat ip to 10.244.0.5:80",)},
+                {("service-ips", "10.0.0.1 . tcp . 80"): "goto service-a", ("endpoint-ips", "10.244.0.5"): ""},
+            ),
+            ("default", "gone"): rules_of(
+                {"service-gone": ("dnat ip to 10.244.0.9:80",)},
+                {("service-ips", "10.0.0.3 . tcp . 80"): "goto service-gone"},
             ),
             ("default", "same"): rules_of({"service-same": ("accept",)}, {}),
         },
@@ -261,8 +273,8 @@ def test_transaction_writes_only_differences() -> None:
         NODE,
         {
             ("default", "a"): rules_of(
-                {"service-a": ("goto endpoint-a2",), "endpoint-a2": ("dnat ip to 10.244.0.6:80",)},
-                {("service-ips", "10.0.0.1 . tcp . 80"): "goto service-a"},
+                {"service-a": ("dnat ip to 10.244.0.6:80",), "external-a": ("goto service-a",)},
+                {("service-ips", "10.0.0.1 . tcp . 80"): "goto service-a", ("endpoint-ips", "10.244.0.6"): ""},
             ),
             ("default", "same"): old.services[("default", "same")],
             ("default", "b"): rules_of({}, {("no-endpoint-services", "10.0.0.2 . tcp . 80"): "goto reject-chain"}),
@@ -271,16 +283,19 @@ def test_transaction_writes_only_differences() -> None:
     assert script(old, new).splitlines() == [
         "flush chain inet clusterdns service-a",
         "table inet clusterdns {",
-        "\tchain endpoint-a2 {",
-        "\t\tdnat ip to 10.244.0.6:80",
+        "\tchain external-a {",
+        "\t\tgoto service-a",
         "\t}",
         "\tchain service-a {",
-        "\t\tgoto endpoint-a2",
+        "\t\tdnat ip to 10.244.0.6:80",
         "\t}",
         "}",
+        "delete element inet clusterdns endpoint-ips { 10.244.0.5 }",
+        "delete element inet clusterdns service-ips { 10.0.0.3 . tcp . 80 }",
+        "add element inet clusterdns endpoint-ips { 10.244.0.6 }",
         "add element inet clusterdns no-endpoint-services { 10.0.0.2 . tcp . 80 : goto reject-chain }",
-        "flush chain inet clusterdns endpoint-a1",
-        "delete chain inet clusterdns endpoint-a1",
+        "flush chain inet clusterdns service-gone",
+        "delete chain inet clusterdns service-gone",
     ]
 
 
