@@ -16,10 +16,11 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from clusterdns.registry import Registry
@@ -122,6 +123,7 @@ class Proxy:
     applied: Ruleset | None = None
     claimed: set[str] = field(default_factory=set)
     foreign: set[str] = field(default_factory=set)  # addresses that were here before us: never claimed
+    unclaimable: set[str] = field(default_factory=set)  # the interface refused them (IPv6 disabled, ...)
     syncs: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     last_error: str = ""
     last_seconds: float = 0.0
@@ -136,10 +138,11 @@ class Proxy:
         leftover = self._read_ledger()
         if leftover:
             log.info("proxy: removing %d address(es) a previous run left on %s", len(leftover), self.interface)
-            self._addresses("delete", leftover, force=True)
+            self._addresses("delete", leftover)
         present = interfaces()
         self.foreign = {str(a.ip) for addrs in present.values() for a in addrs}
         self._forwarding()
+        self._no_redirects()
 
     @property
     def interface(self) -> str:
@@ -178,7 +181,7 @@ class Proxy:
         except ProxyError as exc:
             log.error("proxy: %s", exc)
         if self.claimed:
-            self._addresses("delete", sorted(self.claimed), force=True)
+            self._addresses("delete", sorted(self.claimed))
         self.claimed = set()
         if self._ledger:
             with contextlib.suppress(FileNotFoundError):
@@ -188,30 +191,52 @@ class Proxy:
     # --- addresses ---
 
     def _claim(self, wanted: set[str]) -> None:
-        add = sorted(wanted - self.claimed)
+        add = sorted(wanted - self.claimed - self.unclaimable)
         remove = sorted(self.claimed - wanted)
         if add:
-            self._write_ledger(self.claimed | wanted)  # before adding: a crash must not leave unknown ones
-            self._addresses("add", add, force=True)
-            self.claimed |= set(add)
+            self._write_ledger(self.claimed | set(add))  # before adding: a crash must not leave unknown ones
+            failed = self._addresses("add", add)
+            self.claimed |= set(add) - failed
+            self.unclaimable |= failed
+            if failed:
+                self._write_ledger(self.claimed)
         if remove:
-            self._addresses("delete", remove, force=True)
+            self._addresses("delete", remove)
             self.claimed -= set(remove)
             self._write_ledger(self.claimed)
 
-    def _addresses(self, verb: str, addresses: Iterable[str], force: bool) -> None:
+    def _addresses(self, verb: str, addresses: Sequence[str]) -> set[str]:
+        """Add or delete /32 (/128) addresses on the proxy interface in one `ip -batch`; the ones that failed.
+
+        `-force` goes on past a line that fails; each failure is logged once, with the reason `ip` gave (an
+        address already there, or gone; IPv6 disabled on the interface) and not tried again by `_claim`.
+        """
         lines = []
         for a in addresses:
             v6 = ":" in a
             nodad = " nodad" if v6 and verb == "add" else ""  # usable at once, no duplicate detection wait
             lines.append(f"address {verb} {a}/{128 if v6 else 32} dev {self.interface}{nodad}")
-        if lines:
-            try:
-                _run(["ip", *(["-force"] if force else []), "-batch", "-"], "\n".join(lines) + "\n")
-            except ProxyError as exc:
-                # -force goes on past a line that fails (an address already there, or already gone); the
-                # rest were done. Say so once, without failing the sync.
+        if not lines:
+            return set()
+        try:
+            _run(["ip", "-force", "-batch", "-"], "\n".join(lines) + "\n")
+        except ProxyError as exc:
+            numbers = [int(n) for n in re.findall(r"Command failed -:(\d+)", str(exc))]
+            reasons = re.findall(r"Error: ([^.]*)", str(exc))
+            failed = {addresses[n - 1] for n in numbers if 0 < n <= len(addresses)}
+            if failed and verb == "add":
+                log.warning(
+                    "proxy: could not claim %d address(es) on %s (%s): %s; they are served to clients that route "
+                    "through this machine only",
+                    len(failed),
+                    self.interface,
+                    "; ".join(sorted(set(reasons))) or "ip failed",
+                    ", ".join(sorted(failed)[:5]) + (" ..." if len(failed) > 5 else ""),
+                )
+            elif not failed:
                 log.warning("proxy: %s", exc)
+            return failed
+        return set()
 
     def _read_ledger(self) -> list[str]:
         if not self._ledger:
@@ -235,6 +260,26 @@ class Proxy:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"interface": self.interface, "addresses": sorted(addresses)}, f)
         os.replace(tmp, self._ledger)
+
+    def _no_redirects(self) -> None:
+        """The proxy sends packets back out of the interface they came in on (to endpoints on the clients'
+        network): the kernel would tell clients, by ICMP redirects, to go to the endpoint directly."""
+        for scope in ("all", self.interface):
+            path = f"/proc/sys/net/ipv4/conf/{scope}/send_redirects"
+            try:
+                with open(path, encoding="ascii") as f:
+                    if f.read().strip() == "0":
+                        continue
+                with open(path, "w", encoding="ascii") as f:
+                    f.write("0\n")
+            except OSError as exc:
+                log.warning(
+                    "proxy: can't turn off ICMP redirects (%s: %s); clients may be told to bypass the proxy "
+                    "(docker: --sysctl net.ipv4.conf.all.send_redirects=0 and ...eth0.send_redirects=0)",
+                    path,
+                    exc.strerror,
+                )
+                return
 
     def _forwarding(self) -> None:
         """Packets for endpoints on other machines are forwarded: IP forwarding must be on."""

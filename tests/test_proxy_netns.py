@@ -442,3 +442,64 @@ def test_start_after_crash_removes_leftovers(cluster: Cluster) -> None:
     cluster.stop_server()
     assert cluster.run(cluster.node, "nft", "list", "table", "inet", "clusterdns").returncode != 0
     assert "/32 " not in cluster.run(cluster.node, "ip", "-o", "addr", "show", "dev", "br0").stdout
+
+
+CLAIM_IN_NAMESPACE = r"""
+import sys, time
+from clusterdns.allocate import Store
+from clusterdns.proxy import Proxy, place
+from clusterdns.registry import Config
+from clusterdns.zones import Zones
+registry = Zones(sys.argv[1], Config(service_cidrs=("10.0.0.0/16", "fd00:10::/108")), Store(None)).load(time.time())
+proxy = Proxy(place("10.244.0.1", 53, [], None))
+proxy.start()
+proxy.sync(registry)
+print(" ".join(sorted(proxy.claimed)))
+print(" ".join(sorted(proxy.unclaimable)))
+proxy.stop()
+"""
+
+
+def test_interface_without_ipv6(tmp_path: Path) -> None:
+    """On an interface with IPv6 disabled (a container without IPv6), the IPv4 service addresses are claimed,
+    the IPv6 ones are reported as unclaimable rather than counted, and the sync succeeds."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root and must be able to make network namespaces")
+        pytest.skip("network namespaces need root")
+    write_files(
+        tmp_path / "zones",
+        {
+            "dual.yaml": """
+                apiVersion: v1
+                kind: Service
+                metadata: {name: dual}
+                spec:
+                  ipFamilyPolicy: RequireDualStack
+                  clusterIPs: [10.0.0.60, "fd00:10::60"]
+                  ports: [{port: 80}]
+                """
+        },
+    )
+    ns = f"cd6{os.getpid() % 10000}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", ns, "addr", "add", f"{NODE_IP}/16", "dev", "br0")
+        sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.br0.disable_ipv6=1")
+        done = sh(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            CLAIM_IN_NAMESPACE,
+            str(tmp_path / "zones"),
+        )
+        claimed, unclaimable = done.stdout.splitlines()
+        assert "10.0.0.60" in claimed.split() and "fd00:10::60" not in claimed
+        assert unclaimable.split() == ["fd00:10::60"]
+        assert "could not claim 1 address(es) on br0 (ipv6: IPv6 is disabled on this device)" in done.stderr
+    finally:
+        sh("ip", "netns", "delete", ns, check=False)
