@@ -11,19 +11,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
     LOAD_BALANCER,
-    SLICE_CONTROLLER,
     ConfigMap,
     Endpoint,
-    EndpointPort,
     EndpointSlice,
     EndpointsObject,
     Namespace,
@@ -38,6 +37,7 @@ from clusterdns.model import (
     display_name,
     kind_of,
 )
+from clusterdns.workloads import replica_owners, workload_pods
 
 ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")
 AGED_KINDS = ("Service", "Namespace", "Endpoints")  # Pods: the time of their IP
@@ -325,7 +325,7 @@ def build(
         if w.kind == "StatefulSet":
             continue
         space = SuffixSpace(w.pod_prefix)
-        name_claims.extend((owner, space, None) for owner in _replica_owners(w))
+        name_claims.extend((owner, space, None) for owner in replica_owners(w))
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
@@ -344,9 +344,9 @@ def build(
     # Workload pods, now that their names are known, then every Pod's IPs: a second pool.
     generated: dict[int, tuple[Workload, list[str | Refusal | None], list[Pod]]] = {}
     for w in workloads:
-        got = [pod_names.get(owner) for owner in _replica_owners(w)]
+        got = [pod_names.get(owner) for owner in replica_owners(w)]
         before = memo.workloads.get(id(w))
-        runs = before[2] if before is not None and before[0] is w and before[1] == got else _workload_pods(w, got)
+        runs = before[2] if before is not None and before[0] is w and before[1] == got else workload_pods(w, got)
         generated[id(w)] = (w, got, runs)
         pods.extend(runs)
     memo.workloads = generated
@@ -367,7 +367,7 @@ def build(
             namespaces[ns] = Namespace(ns)
 
     slices = [e for e in by_kind["EndpointSlice"] if isinstance(e, EndpointSlice)]
-    sliced, orphans = _sort_slices(final_services, slices, notes)
+    sliced, orphans = sort_slices(final_services, slices, notes)
     previous, changed = _unchanged_since(memo.registry, final_pods)
     endpoints = derive_endpoints(
         final_services.values(),
@@ -381,7 +381,7 @@ def build(
     for svc in final_services.values():  # CoreDNS serves no CNAME to an IP: it answers NXDOMAIN
         if svc.type == EXTERNAL_NAME and looks_like_ipv4(svc.external_name):
             notes.append(
-                _note(svc, "spec.externalName", f"{svc.external_name} is an IP address, not a name: not served")
+                note(svc, "spec.externalName", f"{svc.external_name} is an IP address, not a name: not served")
             )
 
     memo.registry = Registry(
@@ -403,47 +403,6 @@ def build(
         loaded=now,
     )
     return memo.registry
-
-
-def _sort_slices(
-    services: Mapping[tuple[str, str], Service], slices: Sequence[EndpointSlice], notes: list[Problem]
-) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple[Endpoint, ...]]]:
-    """Which EndpointSlices join a selector's endpoints, noted for `check`, and those of missing Services.
-
-    A Service with a selector gets its endpoints from the EndpointSlice controller; clusterdns derives
-    those, so slices the controller manages are ignored. Any other slice labelled with the Service's name
-    is served beside them, as CoreDNS serves every slice of a Service.
-    """
-    sliced: set[tuple[str, str]] = set()
-    orphans: dict[tuple[str, str], list[Endpoint]] = {}
-    for sl in slices:
-        key = (sl.namespace, sl.service_name)
-        svc = services.get(key)
-        if svc is None:
-            orphans.setdefault(key, []).extend(sl.endpoints)
-            notes.append(_note(sl, "", f"Service {sl.service_name} does not exist: only its PTR records are served"))
-        elif svc.selector is None:
-            continue
-        elif sl.managed_by == SLICE_CONTROLLER:
-            notes.append(
-                _note(
-                    sl,
-                    "",
-                    f"ignored: managed by {SLICE_CONTROLLER}, and Service {svc.name}'s endpoints are derived "
-                    "from its selector",
-                )
-            )
-        else:
-            sliced.add(key)
-            notes.append(
-                _note(sl, "", f"merged into the endpoints of Service {svc.name}, beside those its selector finds")
-            )
-    return sliced, {k: tuple(v) for k, v in orphans.items()}
-
-
-def _note(obj: Object, field_path: str, message: str) -> Problem:
-    src = obj.source or Source("<unknown>", 0)
-    return Problem(src.path, src.line, display_name(obj), field_path, message, True)
 
 
 def _unchanged_since(
@@ -720,172 +679,3 @@ def _apply_service_allocations(
         mine.given = given
         out[svc.key] = mine.final
     return out
-
-
-def _replica_owners(w: Workload) -> list[str]:
-    """Who claims each replica's pod name: the pod name pool's owners, one per replica."""
-    prefix = f"{w.namespace}/{w.kind}/{w.pod_prefix}/"
-    return [f"{prefix}{i}" for i in range(w.replicas)]
-
-
-def _workload_pods(w: Workload, names: Sequence[str | Refusal | None]) -> list[Pod]:
-    """The Pods a Deployment, ReplicaSet or StatefulSet runs, all Running and Ready; `names` are the
-    allocated pod names of each replica (ignored for a StatefulSet, whose names are fixed)."""
-    out = []
-    owner = f"{w.kind}/{w.name}"
-    labels = dict(w.template.labels)
-    if w.template_hash:
-        labels["pod-template-hash"] = w.template_hash
-    for i in range(w.replicas):
-        spec = w.template.spec
-        if w.kind == "StatefulSet":
-            name = f"{w.name}-{i}"
-            pod_labels = {
-                **labels,
-                "statefulset.kubernetes.io/pod-name": name,
-                "apps.kubernetes.io/pod-index": str(i),
-            }
-            spec = dataclasses.replace(spec, hostname=name, subdomain=w.service_name or spec.subdomain)
-        else:
-            got = names[i]
-            if not isinstance(got, str):
-                continue
-            name, pod_labels = got, labels
-        out.append(
-            Pod(
-                namespace=w.namespace,
-                name=name,
-                spec=spec,
-                labels=pod_labels,
-                annotations=w.template.annotations,
-                owner=owner,
-                source=w.source,
-            )
-        )
-    return out
-
-
-def derive_endpoints(
-    services: Iterable[Service],
-    pods: Iterable[Pod],
-    endpoints_objects: Sequence[EndpointsObject],
-    slices: Sequence[EndpointSlice],
-    previous: Registry | None = None,
-    changed: Set[str] = frozenset(),
-    sliced: Set[tuple[str, str]] = frozenset(),
-) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
-    """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
-
-    A Service with a selector gets the Pods of its namespace whose labels match: ready when the Pod is
-    (or always, with publishNotReadyAddresses), each port's targetPort resolved in that Pod (a named
-    port the Pod lacks leaves that port out), and a hostname only when the Pod's subdomain is the
-    Service's name. Terminated Pods and Pods without an IP are left out. A Service without a selector
-    takes Endpoints objects of its name and EndpointSlices labelled with it. A Service with a selector
-    also takes the EndpointSlices labelled with it that the EndpointSlice controller does not manage
-    (`sliced`: the Services that have such slices now or had them before).
-
-    Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
-    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints.
-    """
-    services = list(services)
-    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
-    if previous is not None:
-        for svc in services:
-            key = svc.key
-            if (
-                svc.selector is not None
-                and svc.namespace not in changed
-                and key not in sliced
-                and previous.services.get(key) is svc
-            ):
-                out[key] = previous.endpoints[key]
-    needed = {svc.namespace for svc in services if svc.key not in out}
-    index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
-    for pod in pods:
-        if not pod.ips or pod.phase in ("Succeeded", "Failed") or pod.namespace not in needed:
-            continue
-        for k, v in pod.labels.items():
-            index[(pod.namespace, k, v)].append(pod)
-    manual: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)
-    unmanaged: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)  # for Services with a selector
-    for sl in slices:
-        manual[(sl.namespace, sl.service_name)].extend(sl.endpoints)
-        if sl.managed_by != SLICE_CONTROLLER:
-            unmanaged[(sl.namespace, sl.service_name)].extend(sl.endpoints)
-    for eo in endpoints_objects:
-        manual[eo.key].extend(eo.endpoints)
-
-    for svc in services:
-        if svc.key in out:
-            continue
-        if svc.type == EXTERNAL_NAME:
-            out[svc.key] = ()
-            continue
-        if svc.selector is None:
-            out[svc.key] = tuple(_unique(svc, [], manual.get(svc.key, ())))
-            continue
-        selected = _selected_endpoints(svc, index)
-        extra = unmanaged.get(svc.key)
-        out[svc.key] = tuple(_unique(svc, selected, extra) if extra else selected)
-    return {svc.key: out[svc.key] for svc in services}
-
-
-def _unique(svc: Service, first: list[Endpoint], more: Iterable[Endpoint]) -> list[Endpoint]:
-    """`first`, then those of `more` whose IP is not yet there; ready with publishNotReadyAddresses."""
-    seen = {ep.ip for ep in first}
-    for ep in more:
-        if ep.ip not in seen:
-            seen.add(ep.ip)
-            first.append(dataclasses.replace(ep, ready=True) if svc.publish_not_ready_addresses else ep)
-    return first
-
-
-def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[Pod]]) -> list[Endpoint]:
-    assert svc.selector is not None
-    candidates: list[Pod] | None = None
-    for k, v in svc.selector.items():
-        found = index.get((svc.namespace, k, v), [])
-        if candidates is None or len(found) < len(candidates):
-            candidates = found
-    versions = {4 if f == "IPv4" else 6 for f in svc.ip_families}
-    others = [(k, v) for k, v in svc.selector.items() if candidates is not index.get((svc.namespace, k, v))]
-    eps: list[Endpoint] = []
-    shared: dict[tuple[int | None, ...], tuple[EndpointPort, ...]] = {}  # one tuple per distinct resolution
-    resolved: dict[int, tuple[int | None, ...]] = {}  # by id of the PodSpec, which replicas share
-    for pod in sorted(candidates or (), key=_by_name):
-        labels = pod.labels
-        if others and any(labels.get(k) != v for k, v in others):
-            continue
-        numbers = resolved.get(id(pod.spec))
-        if numbers is None:
-            numbers = resolved[id(pod.spec)] = tuple([_resolve_target_port(sp, pod) for sp in svc.ports])
-        ports = shared.get(numbers)
-        if ports is None:
-            ports = tuple(
-                EndpointPort(sp.name, n, sp.protocol) for sp, n in zip(svc.ports, numbers, strict=True) if n is not None
-            )
-            shared[numbers] = ports
-        if svc.ports and not ports:
-            continue
-        hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
-        ready = pod.ready or svc.publish_not_ready_addresses
-        for ip in pod.ips:
-            if versions and (6 if ":" in ip else 4) not in versions:
-                continue
-            eps.append(Endpoint(ip, ports, ready, hostname, pod.spec.node_name, pod.name))
-    return eps
-
-
-def _by_name(pod: Pod) -> str:
-    return pod.name
-
-
-def _resolve_target_port(port: ServicePort, pod: Pod) -> int | None:
-    target = port.target_port
-    if isinstance(target, int):
-        return target or port.port
-    for container in pod.spec.containers:
-        for cp in container.ports:
-            if cp.name == target and cp.protocol == port.protocol:
-                return cp.container_port
-    return None

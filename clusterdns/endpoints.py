@@ -1,0 +1,199 @@
+"""Each Service's endpoints, as Kubernetes' endpoints and EndpointSlice controllers derive them. Pure.
+
+A Service with a selector gets the ready Pods its selector matches, with each port's targetPort resolved
+in the Pod; EndpointSlices that the EndpointSlice controller does not manage are served beside them. A
+Service without a selector takes its Endpoints objects and EndpointSlices as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence, Set
+from typing import TYPE_CHECKING
+
+from clusterdns.manifests import Problem
+from clusterdns.model import (
+    EXTERNAL_NAME,
+    SLICE_CONTROLLER,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    EndpointsObject,
+    Object,
+    Pod,
+    Service,
+    ServicePort,
+    Source,
+    display_name,
+)
+
+if TYPE_CHECKING:
+    from clusterdns.registry import Registry
+
+
+def sort_slices(
+    services: Mapping[tuple[str, str], Service], slices: Sequence[EndpointSlice], notes: list[Problem]
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple[Endpoint, ...]]]:
+    """Which EndpointSlices join a selector's endpoints, noted for `check`, and those of missing Services.
+
+    A Service with a selector gets its endpoints from the EndpointSlice controller; clusterdns derives
+    those, so slices the controller manages are ignored. Any other slice labelled with the Service's name
+    is served beside them, as CoreDNS serves every slice of a Service.
+    """
+    sliced: set[tuple[str, str]] = set()
+    orphans: dict[tuple[str, str], list[Endpoint]] = {}
+    for sl in slices:
+        key = (sl.namespace, sl.service_name)
+        svc = services.get(key)
+        if svc is None:
+            orphans.setdefault(key, []).extend(sl.endpoints)
+            notes.append(note(sl, "", f"Service {sl.service_name} does not exist: only its PTR records are served"))
+        elif svc.selector is None:
+            continue
+        elif sl.managed_by == SLICE_CONTROLLER:
+            notes.append(
+                note(
+                    sl,
+                    "",
+                    f"ignored: managed by {SLICE_CONTROLLER}, and Service {svc.name}'s endpoints are derived "
+                    "from its selector",
+                )
+            )
+        else:
+            sliced.add(key)
+            notes.append(
+                note(sl, "", f"merged into the endpoints of Service {svc.name}, beside those its selector finds")
+            )
+    return sliced, {k: tuple(v) for k, v in orphans.items()}
+
+
+def note(obj: Object, field_path: str, message: str) -> Problem:
+    src = obj.source or Source("<unknown>", 0)
+    return Problem(src.path, src.line, display_name(obj), field_path, message, True)
+
+
+def derive_endpoints(
+    services: Iterable[Service],
+    pods: Iterable[Pod],
+    endpoints_objects: Sequence[EndpointsObject],
+    slices: Sequence[EndpointSlice],
+    previous: Registry | None = None,
+    changed: Set[str] = frozenset(),
+    sliced: Set[tuple[str, str]] = frozenset(),
+) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
+    """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
+
+    A Service with a selector gets the Pods of its namespace whose labels match: ready when the Pod is
+    (or always, with publishNotReadyAddresses), each port's targetPort resolved in that Pod (a named
+    port the Pod lacks leaves that port out), and a hostname only when the Pod's subdomain is the
+    Service's name. Terminated Pods and Pods without an IP are left out. A Service without a selector
+    takes Endpoints objects of its name and EndpointSlices labelled with it. A Service with a selector
+    also takes the EndpointSlices labelled with it that the EndpointSlice controller does not manage
+    (`sliced`: the Services that have such slices now or had them before).
+
+    Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
+    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints.
+    """
+    services = list(services)
+    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    if previous is not None:
+        for svc in services:
+            key = svc.key
+            if (
+                svc.selector is not None
+                and svc.namespace not in changed
+                and key not in sliced
+                and previous.services.get(key) is svc
+            ):
+                out[key] = previous.endpoints[key]
+    needed = {svc.namespace for svc in services if svc.key not in out}
+    index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+    for pod in pods:
+        if not pod.ips or pod.phase in ("Succeeded", "Failed") or pod.namespace not in needed:
+            continue
+        for k, v in pod.labels.items():
+            index[(pod.namespace, k, v)].append(pod)
+    manual: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)
+    unmanaged: dict[tuple[str, str], list[Endpoint]] = defaultdict(list)  # for Services with a selector
+    for sl in slices:
+        manual[(sl.namespace, sl.service_name)].extend(sl.endpoints)
+        if sl.managed_by != SLICE_CONTROLLER:
+            unmanaged[(sl.namespace, sl.service_name)].extend(sl.endpoints)
+    for eo in endpoints_objects:
+        manual[eo.key].extend(eo.endpoints)
+
+    for svc in services:
+        if svc.key in out:
+            continue
+        if svc.type == EXTERNAL_NAME:
+            out[svc.key] = ()
+            continue
+        if svc.selector is None:
+            out[svc.key] = tuple(_unique(svc, [], manual.get(svc.key, ())))
+            continue
+        selected = _selected_endpoints(svc, index)
+        extra = unmanaged.get(svc.key)
+        out[svc.key] = tuple(_unique(svc, selected, extra) if extra else selected)
+    return {svc.key: out[svc.key] for svc in services}
+
+
+def _unique(svc: Service, first: list[Endpoint], more: Iterable[Endpoint]) -> list[Endpoint]:
+    """`first`, then those of `more` whose IP is not yet there; ready with publishNotReadyAddresses."""
+    seen = {ep.ip for ep in first}
+    for ep in more:
+        if ep.ip not in seen:
+            seen.add(ep.ip)
+            first.append(dataclasses.replace(ep, ready=True) if svc.publish_not_ready_addresses else ep)
+    return first
+
+
+def _selected_endpoints(svc: Service, index: Mapping[tuple[str, str, str], list[Pod]]) -> list[Endpoint]:
+    assert svc.selector is not None
+    candidates: list[Pod] | None = None
+    for k, v in svc.selector.items():
+        found = index.get((svc.namespace, k, v), [])
+        if candidates is None or len(found) < len(candidates):
+            candidates = found
+    versions = {4 if f == "IPv4" else 6 for f in svc.ip_families}
+    others = [(k, v) for k, v in svc.selector.items() if candidates is not index.get((svc.namespace, k, v))]
+    eps: list[Endpoint] = []
+    shared: dict[tuple[int | None, ...], tuple[EndpointPort, ...]] = {}  # one tuple per distinct resolution
+    resolved: dict[int, tuple[int | None, ...]] = {}  # by id of the PodSpec, which replicas share
+    for pod in sorted(candidates or (), key=_by_name):
+        labels = pod.labels
+        if others and any(labels.get(k) != v for k, v in others):
+            continue
+        numbers = resolved.get(id(pod.spec))
+        if numbers is None:
+            numbers = resolved[id(pod.spec)] = tuple([_resolve_target_port(sp, pod) for sp in svc.ports])
+        ports = shared.get(numbers)
+        if ports is None:
+            ports = tuple(
+                EndpointPort(sp.name, n, sp.protocol) for sp, n in zip(svc.ports, numbers, strict=True) if n is not None
+            )
+            shared[numbers] = ports
+        if svc.ports and not ports:
+            continue
+        hostname = pod.spec.hostname if pod.spec.subdomain == svc.name else ""
+        ready = pod.ready or svc.publish_not_ready_addresses
+        for ip in pod.ips:
+            if versions and (6 if ":" in ip else 4) not in versions:
+                continue
+            eps.append(Endpoint(ip, ports, ready, hostname, pod.spec.node_name, pod.name))
+    return eps
+
+
+def _by_name(pod: Pod) -> str:
+    return pod.name
+
+
+def _resolve_target_port(port: ServicePort, pod: Pod) -> int | None:
+    target = port.target_port
+    if isinstance(target, int):
+        return target or port.port
+    for container in pod.spec.containers:
+        for cp in container.ports:
+            if cp.name == target and cp.protocol == port.protocol:
+                return cp.container_port
+    return None
