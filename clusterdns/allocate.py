@@ -191,7 +191,7 @@ class PortSpace:
         self.low, self.high = low, high
 
     def invalid(self, value: str) -> str | None:
-        if not value.isdigit() or not self.low <= int(value) <= self.high:
+        if not (value.isascii() and value.isdigit()) or not self.low <= int(value) <= self.high:
             return (
                 f"{value}: provided port is not in the valid range. The range of valid ports is {self.low}-{self.high}"
             )

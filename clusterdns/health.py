@@ -24,7 +24,7 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     if text == "off":
         return None
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"must be ADDR:PORT (such as 127.0.0.1:9153) or off, got {text!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

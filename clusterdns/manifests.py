@@ -775,7 +775,7 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
         seen_ports.add((port, protocol))
         target: int | str = port
         raw_target = item.get("targetPort")
-        if isinstance(raw_target, str) and raw_target.isdigit():
+        if isinstance(raw_target, str) and raw_target.isascii() and raw_target.isdigit() and len(raw_target) < 10:
             raw_target = int(raw_target)
         if isinstance(raw_target, str):
             _check((*p, "targetPort"), port_name_error(raw_target))

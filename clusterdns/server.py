@@ -45,6 +45,47 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 
 
+FAILURE_LOG_INTERVAL = 5.0  # seconds between two log lines for the same cause of failure
+QUERY_LOGGED = 512  # bytes of a failing query written to the log, in hex
+
+
+class FailureLog:
+    """Logs unexpected failures while answering: the first of each cause (exception type and the line that
+    raised it) with its traceback and the query, then nothing for that cause for `interval` seconds; the next
+    line says how many were suppressed meanwhile. Safe to call from the UDP thread and the event loop."""
+
+    def __init__(self, interval: float = FAILURE_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._causes: dict[tuple[str, str], tuple[float, int]] = {}  # cause -> (last logged, suppressed since)
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException, query: bytes) -> None:
+        cause = _cause(exc)
+        now = self.clock()
+        with self._lock:
+            last = self._causes.get(cause)
+            if last is not None and now - last[0] < self.interval:
+                self._causes[cause] = (last[0], last[1] + 1)
+                return
+            if len(self._causes) >= 1024:  # bounded: forget old causes rather than grow
+                self._causes.clear()
+            self._causes[cause] = (now, 0)
+        suppressed = last[1] if last is not None else 0
+        more = f" ({suppressed} more failure(s) like it not logged in the last {now - last[0]:.0f} s)" if last else ""
+        text = query[:QUERY_LOGGED].hex() + ("..." if len(query) > QUERY_LOGGED else "")
+        log.error("answering failed; replying SERVFAIL to query %s%s", text, more, exc_info=exc)
+
+
+def _cause(exc: BaseException) -> tuple[str, str]:
+    """An exception's type and the file and line that raised it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return type(exc).__name__, where
+
+
 @dataclass
 class DNSServer:
     responder: Responder
@@ -59,15 +100,17 @@ class DNSServer:
     )
     _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
     query_log: QueryLog | None = None
+    failure_log: FailureLog = field(default_factory=lambda: FailureLog(), repr=False)
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
     def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
-        """respond(), with any unexpected failure turned into SERVFAIL and logged once per query."""
+        """respond(), with any unexpected failure turned into SERVFAIL and logged, at most once per cause
+        every FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
         try:
             return self.responder.respond(query, tcp, forward)
-        except Exception:
+        except Exception as exc:
             self.failures += 1
-            log.exception("answering failed; replying SERVFAIL to query %s", query.hex())
+            self.failure_log.failed(exc, query)
             return servfail(query)
 
     def may_recurse(self, client: str) -> bool:
