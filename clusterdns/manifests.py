@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 import json
 import marshal
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -167,11 +169,20 @@ def read_text(path: str) -> tuple[str | Problem, tuple[float, int]]:
     """A file's text and its (mtime, size) stamp; a Problem instead of the text when it can't be read."""
     try:
         st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            return f.read(), (st.st_mtime, st.st_size)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return Problem(path, 0, "", "", f"cannot read file: {reason}"), (0.0, 0)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return Problem(path, 0, "", "", f"cannot read file: {exc.strerror or exc}"), (0.0, 0)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # say where: a line, and the byte offset
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        reason = f"byte 0x{data[exc.start]:02x} at offset {exc.start} (column {column}): {exc.reason}"
+        return Problem(path, line, "", "", f"not UTF-8: {reason}"), (0.0, 0)
+    if "\r" in text:  # as open() in text mode reads it: universal newlines
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, (st.st_mtime, st.st_size)
 
 
 # A large file is read in pieces, cut at document markers, so that two processes can share it (see
@@ -237,15 +248,125 @@ def raw_documents(text: str, path: str) -> list[Any]:
     costly half of parsing, which a helper process can do (see zones.read_files). Raises
     yaml.YAMLError or ValueError on syntax errors."""
     if path.endswith(".json"):
-        return [json.loads(text)] if text.strip() else []
+        return [_load_json(text)] if text.strip() else []
     try:
         return fastyaml.load_all(text)
     except fastyaml.Unsupported:
-        return list(yaml.load_all(text, Loader=_Loader))
+        return _load_yaml(text)
+    except fastyaml.TooDeep:
+        raise fastyaml.TooDeep(_too_deep_line(text)) from None
+
+
+MAX_DEPTH = fastyaml.MAX_DEPTH
+_LIBYAML: Any = getattr(yaml, "CParser", ())  # issubclass(x, ()) is False
+
+
+def _load_yaml(text: str, loader: Any = None) -> list[Any]:
+    """Every document, as `yaml.load_all` gives them, each node tree checked for depth (aliases
+    followed) before it is constructed. libyaml composes without Python recursion, and refuses by itself
+    more than 1,000 levels; PyYAML's own composer recurses, so without libyaml the events are counted
+    first."""
+    loader_class = loader or _Loader
+    if not issubclass(loader_class, _LIBYAML):
+        line = _too_deep_line(text, loader_class)
+        if line:
+            raise fastyaml.TooDeep(line)
+    reader = loader_class(text)
+    try:
+        out = []
+        while reader.check_node():
+            node = reader.get_node()
+            line = _too_deep_node(node)
+            if line:
+                raise fastyaml.TooDeep(line)
+            out.append(reader.construct_document(node))
+        return out
+    finally:
+        reader.dispose()
+
+
+def _too_deep_node(root: Any) -> int:
+    """The line of a collection nested more than MAX_DEPTH deep in a node tree, or 0. Iterative; a node
+    reached through aliases is walked again only when reached deeper than before (a recursive alias thus
+    counts as too deep, and an alias bomb costs at most MAX_DEPTH walks of each node)."""
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
+    deepest: dict[int, int] = {}
+    stack = [] if root.__class__ is scalar else [(root, 1)]  # collections only: most nodes are scalars
+    push = stack.append
+    while stack:
+        node, depth = stack.pop()
+        if deepest.get(id(node), 0) >= depth:
+            continue
+        if depth > MAX_DEPTH:
+            return int(node.start_mark.line) + 1
+        deepest[id(node)] = depth
+        depth += 1
+        if node.__class__ is sequence:
+            for child in node.value:
+                if child.__class__ is not scalar:
+                    push((child, depth))
+        else:
+            for key, value in node.value:
+                if value.__class__ is not scalar:
+                    push((value, depth))
+                if key.__class__ is not scalar:
+                    push((key, depth))
+    return 0
+
+
+def _too_deep_line(text: str, loader: Any = None) -> int:
+    """The line of the first collection nested more than MAX_DEPTH deep in YAML text, from the parser's
+    events (no recursion); 0 when there is none, or when the text has a syntax error before one."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=loader or _Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1 if event.start_mark else 0
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.DocumentEndEvent):
+                depth = 0
+    except yaml.YAMLError:
+        return 0
+    return 0
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')  # an unterminated string takes the rest: linear
+_JSON_DEPTH = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _load_json(text: str) -> Any:
+    """json.loads, after checking without recursion that no array or object nests more than MAX_DEPTH
+    deep (json's C scanner recurses once per level)."""
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        bare = _JSON_STRING.sub('""', text)  # strings hold no raw newline: lines stay where they were
+        brackets = re.sub(r"[^\[\]{}]+", "", bare)
+        if max(itertools.accumulate(map(_JSON_DEPTH.__getitem__, brackets)), default=0) > MAX_DEPTH:
+            depth, line = 0, 1
+            for m in re.finditer(r"[\[\]{}\n]", bare):
+                c = m.group()
+                if c == "\n":
+                    line += 1
+                else:
+                    depth += _JSON_DEPTH[c]
+                    if depth > MAX_DEPTH:
+                        raise fastyaml.TooDeep(line)
+    return json.loads(text)
 
 
 def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
-    """Parse one file's text into objects and problems; `raw` is its raw_documents when known."""
+    """Parse one file's text into objects and problems; `raw` is its raw_documents when known. Whatever
+    the text holds, the answer is a result: a failure nobody foresaw is a problem of this file alone."""
+    try:
+        return _parse_text(text, path, raw)
+    except Exception as exc:
+        reason = f"could not be read: {type(exc).__name__}: {exc} (a bug in clusterdns: please report it)"
+        return FileResult(path, problems=(Problem(path, 0, "", "", reason),))
+
+
+def _parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
     objects: list[Object] = []
     problems: list[Problem] = []
     notes: list[Problem] = []
@@ -254,7 +375,7 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
     except (yaml.YAMLError, ValueError) as exc:
         chunks = pieces(text, path, 0)
         if len(chunks) < 2:
-            line, reason = _syntax_error(exc)
+            line, reason = _syntax_error(exc, text, path)
             return FileResult(path, problems=(Problem(path, line, "", "", reason),))
         return join_pieces(path, [parse_piece(path, chunk) for chunk in chunks], (0.0, 0))
     for doc in docs:
@@ -346,15 +467,17 @@ def _is_list(data: Mapping[str, Any]) -> bool:
 
 def _document_lines(text: str, count: int) -> list[int]:
     """The first content line of each of `count` documents, found from the `---` markers."""
-    starts = [end for _, end in _markers(text)]
-    if len(starts) + 1 == count:  # the first document has no marker
-        starts.insert(0, 0)
-    elif len(starts) != count:  # markers inside block scalars, or directives: ask the composer
+    markers = _markers(text)
+    ends = [begin for begin, _ in markers[1:]] + [len(text)]  # a document's content ends at the next marker
+    bounds = [(end, stop) for (_, end), stop in zip(markers, ends, strict=False)]  # no markers: no bounds
+    if len(bounds) + 1 == count:  # the first document has no marker
+        bounds.insert(0, (0, markers[0][0] if markers else len(text)))
+    elif len(bounds) != count:  # markers inside block scalars, or directives: ask the composer
         return [node.start_mark.line + 1 for node in yaml.compose_all(text, Loader=_Loader)]
     lines = []
     pos, line = 0, 1
-    for start in starts:
-        first = _FIRST_CONTENT.search(text, start)
+    for start, stop in bounds:
+        first = _FIRST_CONTENT.search(text, start, stop)  # not past its own document: empty ones stay cheap
         end = first.start() if first else start
         line += text.count("\n", pos, end)
         pos = end
@@ -431,16 +554,35 @@ def _walk(node: Any, field_path: Path) -> int:
     return line
 
 
-def _syntax_error(exc: Exception) -> tuple[int, str]:
+def _syntax_error(exc: Exception, text: str, path: str) -> tuple[int, str]:
+    """(line, reason) of a file that could not be read into documents."""
+    syntax = "invalid JSON" if path.endswith(".json") else "invalid YAML"
     if isinstance(exc, json.JSONDecodeError):
         return exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
-    if isinstance(exc, _ListError):
+    if isinstance(exc, _ListError | fastyaml.TooDeep):
         return exc.line, str(exc)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+        line, column = _line_column(text, exc.position)
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return line, f"invalid YAML: {exc.reason}: {what} (column {column})"
+    limit = sys.get_int_max_str_digits()
+    if not isinstance(exc, yaml.YAMLError) and "integer string conversion" in str(exc) and limit:
+        long = re.search(rf"[0-9][0-9_]{{{limit},}}", text)  # int() refused a number: where is it
+        line, column = _line_column(text, long.start() if long else -1)
+        return line, f"{syntax}: an integer of more than {limit} digits (column {column})"
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if mark is not None:
         return mark.line + 1, f"invalid YAML: {problem} (column {mark.column + 1})"
-    return 0, f"invalid YAML: {problem}"
+    return 0, f"{syntax}: {problem}"
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """(line, column), from 1, of a character offset; (0, 0) for a negative one."""
+    if offset < 0:
+        return 0, 0
+    start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - start + 1
 
 
 def _format_path(path: Path) -> str:
