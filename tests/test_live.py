@@ -21,6 +21,11 @@ from conftest import write_files
 from dns_helpers import check, lines, zone_line
 from test_serve import Served, metric, until
 
+from clusterdns.allocate import Store
+from clusterdns.daemon import Daemon, Options
+from clusterdns.registry import Config
+from clusterdns.zones import Zones
+
 ZONE = "cluster.local"
 ALPHA = f"alpha.default.svc.{ZONE}"
 FLIP = f"flip.default.svc.{ZONE}"
@@ -462,3 +467,56 @@ def test_no_query_lost_or_wrong_during_reloads(start: Callable[..., Served], zon
     assert len(seen_flips) == 2, f"the checker should see both versions of {FLIP}: {dict(seen_flips)}"
     assert reloads(served) - before >= 10, "the rewrites should have reloaded the zones many times"
     assert served.metric("clusterdns_reloads_total", result="failure") == 0
+
+
+async def test_reload_failing_for_any_reason_is_counted_shown_and_survived(
+    tmp_path: Path, zones: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that fails with an unexpected exception (the state database closed under it) is counted in
+    clusterdns_reloads_total{result="failure"}, shown in /ready's detail and logged once; the previous
+    registry stays, and the next reload runs, succeeds and clears the detail."""
+    monkeypatch.setenv("CLUSTERDNS_NO_GC_FREEZE", "1")
+    store = Store(str(tmp_path / "state"))
+    daemon = Daemon(Zones(str(zones), Config(), store), Options(http=None))
+    daemon.load()
+    daemon.ready = True
+    store.db.close()
+    (zones / "beta.yaml").write_text(service("beta", "10.0.3.1"))
+    await daemon.reload()
+    assert daemon.registry is not None and ("default", "beta") not in daemon.registry.services
+    reloads_metric = dict(daemon._gauges()["clusterdns_reloads"][3])
+    assert reloads_metric == {("success",): 0, ("failure",): 1}
+    status, _, body = daemon._ready()
+    assert status == 200
+    assert body.decode().splitlines()[:2] == [
+        "ready",
+        "last reload failed, serving the registry loaded before it: "
+        "ProgrammingError: Cannot operate on a closed database.",
+    ]
+    failed = [r for r in caplog.records if "reload failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+
+    daemon.zones.store = Store(str(tmp_path / "state"))
+    await daemon.reload()
+    assert daemon.reloads == {"success": 1, "failure": 1}
+    assert ("default", "beta") in daemon.registry.services
+    assert daemon._ready()[2] == b"ready\n"
+    daemon.zones.store.close()
+
+
+def test_serve_starts_with_a_deeply_nested_file(start: Callable[..., Served], zones: Path) -> None:
+    """A file nested 400 levels deep (and a 50,000-deep JSON array) does not stop serve from starting: the
+    other files answer and /ready names the files and lines; a live edit to such a file is a problem too."""
+    deep = "kind: ConfigMap\ndata:\n" + "".join(" " * (2 * i + 2) + f"k{i}:\n" for i in range(400))
+    (zones / "deep.yaml").write_text(deep)
+    (zones / "deep.json").write_text("[" * 50_000 + "]" * 50_000)
+    served = start()
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200
+    assert f"{zones}/deep.yaml:102: collections nested more than 100 deep" in detail
+    assert f"{zones}/deep.json:1: collections nested more than 100 deep" in detail
+    (zones / "alpha.yaml").write_text(deep.replace("k1:", "k1:", 1))
+    until(lambda: (r := served.http("/ready")) and f"{zones}/alpha.yaml:102: " in r[1], 5, "/ready lists alpha.yaml")
+    assert served.metric("clusterdns_reloads_total", result="failure") == 0
+    assert "Traceback" not in served.stderr()
