@@ -89,6 +89,7 @@ KINDS = (
     "ServiceCIDR",
 )
 CLUSTER_SCOPED = ("Namespace", "ServiceCIDR")
+MAX_REPLICAS = 150_000  # Kubernetes' scalability thresholds: at most 150,000 Pods in a cluster
 
 Path = tuple[str | int, ...]
 
@@ -506,32 +507,43 @@ def _locate_node(text: str, path: str, doc: _Doc, field_path: Path) -> int:
     return _walk(node, (*doc.prefix, *field_path))
 
 
-def locate_in_file(source: Source, field_path: Path) -> int:
-    """The line of `field_path` in the object declared at `source`, reading the file again; 0 if unknown.
+class FileLocator:
+    """Finds the line of a field in an object declared at a Source, reading the file again: for problems
+    found after parsing (an allocation refused, a duplicate), which know only where their object starts.
 
-    Used for problems found after parsing (an allocation refused, a duplicate), which know only where
-    their object starts.
-    """
-    try:
-        with open(source.path, encoding="utf-8") as f:
-            text = f.read()
-        roots = [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return 0
-    candidates: list[Any] = []
-    for root in roots:
-        candidates.append(root)
-        if isinstance(root, yaml.MappingNode):
-            for key, value in root.value:
-                if key.value == "items" and isinstance(value, yaml.SequenceNode):
-                    candidates.extend(value.value)
-    best = None
-    for node in candidates:
-        if node.start_mark.line + 1 <= source.line and (best is None or node.start_mark.line >= best.start_mark.line):
-            best = node
-    if best is None:
-        return 0
-    return _walk(best, field_path)
+    One is used for one load: it keeps the node trees of the file it read last, since one file can have
+    hundreds of such problems (every port of Services beyond a full node port range), and composing the
+    file again for each was quadratic."""
+
+    def __init__(self) -> None:
+        self._path = ""
+        self._roots: list[Any] = []
+
+    def __call__(self, source: Source, field_path: Path) -> int:
+        """The line of `field_path` in the object declared at `source`; 0 if unknown."""
+        if source.path != self._path:
+            self._path, self._roots = source.path, []
+            try:
+                with open(source.path, encoding="utf-8") as f:
+                    text = f.read()
+                self._roots = [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                return 0
+        candidates: list[Any] = []
+        for root in self._roots:
+            candidates.append(root)
+            if isinstance(root, yaml.MappingNode):
+                for key, value in root.value:
+                    if key.value == "items" and isinstance(value, yaml.SequenceNode):
+                        candidates.extend(value.value)
+        best = None
+        for node in candidates:
+            line = node.start_mark.line
+            if line + 1 <= source.line and (best is None or line >= best.start_mark.line):
+                best = node
+        if best is None:
+            return 0
+        return _walk(best, field_path)
 
 
 def _walk(node: Any, field_path: Path) -> int:
@@ -1151,6 +1163,11 @@ def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, 
         replicas = 1
     if replicas < 0:
         raise ManifestError(("spec", "replicas"), f"must be 0 or more, got {replicas}")
+    if replicas > MAX_REPLICAS:  # each replica becomes a Pod: a bound on memory and time
+        raise ManifestError(
+            ("spec", "replicas"),
+            f"must be at most {MAX_REPLICAS:,} (the most Pods Kubernetes supports in a cluster), got {replicas:,}",
+        )
     template = _map(spec, "template", sp, required=True)
     tp: Path = ("spec", "template")
     tmeta = _map(template, "metadata", tp)
