@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
+import dns.message
 import dns.rcode
 import dns.rdatatype
 
@@ -254,10 +255,14 @@ def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
     """Walk the answer, authority and additional sections after the question.
 
     Returns (payload, version, DO) of the OPT, () when there is none, None when the message is malformed
-    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section).
+    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section, OPT
+    options that don't fill its RDATA exactly or break their own rules, a record other than the OPT that
+    does not parse): FORMERR, as BIND answers. A record other than the OPT is rare in a query, and only
+    then is the whole message parsed by dnspython, which checks every RDATA by its type.
     """
     an, ns, ar = struct.unpack_from("!HHH", msg, 6)
     found: tuple[int, int, int] | tuple[()] = ()
+    others = False
     try:
         for index in range(an + ns + ar):
             start = i
@@ -269,10 +274,59 @@ def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
             if rtype == OPT:
                 if found or index < an + ns or msg[start] != 0:
                     return None
+                if rdlen and not _options_valid(msg, i - rdlen, i):
+                    return None
                 found = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
+            else:
+                others = True
     except (IndexError, ValueError, struct.error):
         return None
-    return found if i == len(msg) else None
+    if i != len(msg):
+        return None
+    if others:
+        try:
+            dns.message.from_wire(msg)
+        except Exception:  # whatever dnspython refuses: not a message we can trust
+            return None
+    return found
+
+
+_COOKIE, _ECS, _EDE = 10, 8, 15  # EDNS option codes (RFC 7873, RFC 7871, RFC 8914)
+
+
+def _options_valid(msg: bytes, i: int, end: int) -> bool:
+    """The OPT RDATA msg[i:end] is a sequence of options exactly filling it (RFC 6891 6.1.2), and the
+    options whose form a query must respect respect it, as BIND checks them: a COOKIE is a client cookie
+    of 8 bytes or one with a server cookie, 16-40 (RFC 7873 5.2.2); an ECS option's family is IPv4 or
+    IPv6, its source prefix fits the family, its address has exactly the prefix's bytes with no bit set
+    beyond it, and its scope is 0 (RFC 7871 6, 7.1.2); an EDE holds at least its 2-byte code."""
+    while i < end:
+        if i + 4 > end:
+            return False
+        code, length = struct.unpack_from("!HH", msg, i)
+        i += 4
+        if i + length > end:
+            return False
+        if code == _COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                return False
+        elif code == _ECS:
+            if not _ecs_valid(msg[i : i + length]):
+                return False
+        elif code == _EDE and length < 2:
+            return False
+        i += length
+    return True
+
+
+def _ecs_valid(data: bytes) -> bool:
+    if len(data) < 4:
+        return False
+    family, source, scope = struct.unpack_from("!HBB", data)
+    bits = 32 if family == 1 else 128 if family == 2 else 0
+    if not bits or source > bits or scope != 0 or len(data) - 4 != (source + 7) // 8:
+        return False
+    return not (source % 8 and data[-1] & (0xFF >> (source % 8)))  # no bit set beyond the source prefix
 
 
 def _badvers(query: bytes, qend: int, do: int) -> bytes:

@@ -445,6 +445,65 @@ MALFORMED = [
 ]
 
 
+def with_options(*options: tuple[int, bytes], rdlen: int | None = None) -> bytes:
+    """The EDNS query for my-nginx with these (code, data) options in its OPT, `rdlen` its RDATA length."""
+    rdata = b"".join(struct.pack("!HH", code, len(data)) + data for code, data in options)
+    return raw(edns=True)[:-2] + struct.pack("!H", len(rdata) if rdlen is None else rdlen) + rdata
+
+
+def with_additional(record: bytes) -> bytes:
+    """The EDNS query for my-nginx with `record` (owner, type, class, TTL, RDATA) before its OPT."""
+    wire = bytearray(raw(edns=True))
+    struct.pack_into("!H", wire, 10, 2)
+    return bytes(wire[:-11] + record + wire[-11:])
+
+
+def record(rtype: int, rdata: bytes, owner: bytes = b"\x00") -> bytes:
+    return owner + struct.pack("!HHIH", rtype, 1, 0, len(rdata)) + rdata
+
+
+ECS, COOKIE, EDE, A_TYPE, CNAME_TYPE = 8, 10, 15, 1, 5
+MALFORMED += [
+    pytest.param(with_options((COOKIE, b"12345678"))[:-3], id="OPT option cut short"),
+    pytest.param(with_options(rdlen=8) + struct.pack("!HH", 65001, 8) + b"1234", id="option length past the RDATA"),
+    pytest.param(with_options(rdlen=3) + b"\x00\x0a\x00", id="option header cut short"),
+    pytest.param(with_options((COOKIE, b"12345")), id="COOKIE of 5 bytes"),
+    pytest.param(with_options((COOKIE, b"x" * 12)), id="COOKIE of 12 bytes"),
+    pytest.param(with_options((COOKIE, b"x" * 41)), id="COOKIE of 41 bytes"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 3, 0, 0))), id="ECS family 3"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 33, 0) + b"\x01" * 5)), id="ECS prefix 33 for IPv4"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 8, 0) + b"\x01\x02")), id="ECS address too long"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 8, 8) + b"\x01")), id="ECS scope not 0"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 7, 0) + b"\x03")), id="ECS bits past the prefix"),
+    pytest.param(with_options((ECS, b"\x00\x01")), id="ECS cut short"),
+    pytest.param(with_options((EDE, b"\x00")), id="EDE of 1 byte"),
+    pytest.param(with_additional(record(A_TYPE, b"\x01\x02\x03")), id="A record of 3 bytes in additional"),
+    pytest.param(with_additional(record(CNAME_TYPE, b"\x03abc")), id="CNAME whose name runs out"),
+    pytest.param(with_additional(record(CNAME_TYPE, b"\xc0\xff")), id="CNAME pointing past the end"),
+]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(with_options((COOKIE, b"12345678")), id="client COOKIE"),
+        pytest.param(with_options((COOKIE, b"x" * 24)), id="client and server COOKIE"),
+        pytest.param(with_options((ECS, struct.pack("!HBB", 1, 24, 0) + b"\x0a\x00\x01")), id="ECS /24"),
+        pytest.param(with_options((ECS, struct.pack("!HBB", 2, 0, 0))), id="ECS ::/0"),
+        pytest.param(with_options((65001, b"anything"), (12, b"\x00" * 7)), id="unknown option and padding"),
+        pytest.param(with_additional(record(A_TYPE, b"\x01\x02\x03\x04")), id="an A record in additional"),
+    ],
+)
+def test_wellformed_options_and_records_answered(server: DNS, wire: bytes) -> None:
+    """Well-formed options, and well-formed records beside the OPT, are answered as the plain query is."""
+    for tcp in (False, True):
+        reply = server.exchange(wire, tcp=tcp)
+        assert reply is not None
+        msg = decode(reply)
+        assert msg.rcode() == dns.rcode.NOERROR
+        assert [rd.to_text() for rrset in msg.answer for rd in rrset] == ["10.0.0.50"]
+
+
 @pytest.mark.parametrize("wire", MALFORMED)
 @pytest.mark.parametrize("flags", [RD, CD, RD | CD, 0])
 def test_malformed_formerr(udp: UDPClient, wire: bytes, flags: int) -> None:
