@@ -3,7 +3,8 @@
 `serve()` is an async context manager that binds both sockets on one port and yields a `DNSServer`
 whose `responder` can be swapped at any time (a reload): each query reads it once, so it is answered
 wholly from the old snapshot or wholly from the new one. TCP follows RFC 7766: 2-byte length framing,
-many queries per connection answered in order, an idle timeout, a bound on open connections.
+many queries per connection answered in order, an idle timeout, a bound on open connections and a smaller
+one per client address; at the bound, the connection idle longest makes room for a new one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger("clusterdns.server")
 
 TCP_IDLE_TIMEOUT = 10.0  # seconds without a query before we close (RFC 7766 suggests some seconds)
 TCP_MAX_CONNECTIONS = 256
+TCP_MAX_PER_CLIENT = 32  # open connections from one address: one client can't take every slot
 
 
 class BindError(Exception):
@@ -101,6 +103,8 @@ class DNSServer:
     _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
     query_log: QueryLog | None = None
     failure_log: FailureLog = field(default_factory=lambda: FailureLog(), repr=False)
+    tcp_clients: dict[_TCPClient, None] = field(default_factory=dict, repr=False)  # open ones, oldest first
+    tcp_per_client: dict[str, int] = field(default_factory=dict, repr=False)  # open connections per address
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
     def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
@@ -233,7 +237,7 @@ def _wake(sock: socket.socket) -> None:
 class _TCPClient(asyncio.Protocol):
     """One TCP client (RFC 7766): 2-byte length framing; every complete query in what arrives is answered
     at once, in order, in one write; forwarded queries are answered when they complete, maybe after later
-    ones. Closed after TCP_IDLE_TIMEOUT seconds without a query, and refused beyond TCP_MAX_CONNECTIONS.
+    ones. Closed after TCP_IDLE_TIMEOUT seconds without a query; see connection_made for the bounds.
     A Protocol rather than streams: no task, no await and no timer per query."""
 
     def __init__(self, server: DNSServer) -> None:
@@ -249,23 +253,50 @@ class _TCPClient(asyncio.Protocol):
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take the connection unless its address already holds TCP_MAX_PER_CLIENT of them; at
+        TCP_MAX_CONNECTIONS the connection idle longest is closed to make room (one with forwarded queries
+        still to answer is not idle), so that no client holding or churning connections shuts out another."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.server.tcp_connections >= TCP_MAX_CONNECTIONS:
-            transport.close()
-            return
-        self.server.tcp_connections += 1
-        self.counted = True
+        server = self.server
         self.peer = transport.get_extra_info("peername")
         self.client = str(self.peer[0]) if self.peer else ""
+        if server.tcp_per_client.get(self.client, 0) >= TCP_MAX_PER_CLIENT:
+            transport.close()
+            return
+        if server.tcp_connections >= TCP_MAX_CONNECTIONS:
+            idle = [c for c in server.tcp_clients if not c.pending]
+            if not idle:
+                transport.close()
+                return
+            oldest = min(idle, key=lambda c: c.last)
+            oldest._release()
+            assert oldest.transport is not None
+            oldest.transport.close()
+        server.tcp_connections += 1
+        server.tcp_per_client[self.client] = server.tcp_per_client.get(self.client, 0) + 1
+        server.tcp_clients[self] = None
+        self.counted = True
         loop = asyncio.get_running_loop()
         self.last = loop.time()
         self.timer = loop.call_later(TCP_IDLE_TIMEOUT, self._idle)
 
+    def _release(self) -> None:
+        """Stop counting this connection (closed, or being closed to make room)."""
+        if not self.counted:
+            return
+        self.counted = False
+        server = self.server
+        server.tcp_connections -= 1
+        server.tcp_clients.pop(self, None)
+        left = server.tcp_per_client.get(self.client, 1) - 1
+        if left:
+            server.tcp_per_client[self.client] = left
+        else:
+            server.tcp_per_client.pop(self.client, None)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.counted:
-            self.server.tcp_connections -= 1
-            self.counted = False
+        self._release()
         if self.timer is not None:
             self.timer.cancel()
 

@@ -220,20 +220,81 @@ def test_tcp_trickle_does_not_keep_a_connection(server: DNS, monkeypatch: pytest
         assert time.monotonic() - started < TIMEOUT
 
 
-def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Beyond the bound on open TCP connections a new one is closed at once; the open ones keep working."""
-    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 2)
+def connect(server: DNS, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=TIMEOUT, source_address=(source, 0))
+
+
+def round_trip(sock: socket.socket) -> bytes | None:
+    """One query for my-nginx on an open connection; its reply, or None when the server closed it."""
     q = make_query(NGINX, "A").to_wire()
-    framed = struct.pack("!H", len(q)) + q
-    held = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(2)]
     try:
-        for sock in held:  # a round trip on each: both are open and counted
-            sock.sendall(framed)
-            assert read_framed(sock) is not None
-        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as extra:
-            assert closed_by_server(extra, framed)
-        held[0].sendall(framed)
-        assert read_framed(held[0]) is not None
+        sock.sendall(struct.pack("!H", len(q)) + q)
+        return read_framed(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the bound on open TCP connections a new one is taken and the one idle longest is closed; the
+    others keep working."""
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 2)
+    held = [connect(server) for _ in range(2)]
+    try:
+        for sock in held:  # a round trip on each: both are open and counted, the first idle longest
+            assert round_trip(sock) is not None
+        with connect(server) as extra:
+            assert round_trip(extra) is not None
+            assert closed_by_server(held[0])
+            assert round_trip(held[1]) is not None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_one_address_cannot_take_every_slot(server: DNS) -> None:
+    """256 idle connections from one address hold only its share (32); another client still gets answers
+    over TCP, and the held ones that were taken keep working."""
+    held = [connect(server) for _ in range(256)]
+    try:
+        assert round_trip(held[0]) is not None
+        with connect(server, "127.0.0.2") as other:
+            assert round_trip(other) is not None
+        assert closed_by_server(held[-1])  # beyond the address's share: closed at once
+        assert round_trip(held[1]) is not None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_churning_client_does_not_shut_out_others(server: DNS) -> None:
+    """A client that keeps opening connections without closing them is held to its share, however many it
+    opens; a client from another address is answered all along."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            held.extend(connect(server, "127.0.0.3") for _ in range(40))
+            with connect(server, "127.0.0.4") as other:
+                assert round_trip(other) is not None, f"shut out after {len(held)} connections"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_oldest_idle_closed_to_make_room(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every slot taken by idle connections from different addresses, a new client is answered and the
+    connection idle longest is the one closed."""
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_PER_CLIENT", 1)
+    held = [connect(server, f"127.0.0.{i}") for i in range(10, 14)]
+    try:
+        for sock in held:
+            assert round_trip(sock) is not None
+        assert round_trip(held[0]) is not None  # the first is now the most recently active
+        with connect(server, "127.0.0.20") as newcomer:
+            assert round_trip(newcomer) is not None
+            assert closed_by_server(held[1])
+            for sock in (held[0], held[2], held[3]):
+                assert round_trip(sock) is not None
     finally:
         for sock in held:
             sock.close()
