@@ -4,6 +4,7 @@ are rewritten under load."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from test_serve import Served, metric, until
 
 from clusterdns.allocate import Store
 from clusterdns.daemon import Daemon, Options
+from clusterdns.health import REASONS, serve_http
 from clusterdns.registry import Config
 from clusterdns.zones import Zones
 
@@ -520,3 +522,34 @@ def test_serve_starts_with_a_deeply_nested_file(start: Callable[..., Served], zo
     until(lambda: (r := served.http("/ready")) and f"{zones}/alpha.yaml:102: " in r[1], 5, "/ready lists alpha.yaml")
     assert served.metric("clusterdns_reloads_total", result="failure") == 0
     assert "Traceback" not in served.stderr()
+
+
+async def http_raw(port: int, request: bytes) -> bytes:
+    """Send `request` to 127.0.0.1:port as it is and read the whole response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, id="request line of 20 kB"),
+        pytest.param(b"GET /health HTTP/1.1\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n", 431, id="one header of 20 kB"),
+        pytest.param(b"GET /health HTTP/1.1\r\n" + b"X-H: 1234567890\r\n" * 600 + b"\r\n", 431, id="600 headers"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200, id="a plain request"),
+        pytest.param(b"GET /health HTTP/1.0\r\n\r\n", 200, id="no headers"),
+    ],
+)
+async def test_http_oversized_requests_get_414_or_431(request_bytes: bytes, status: int) -> None:
+    """A request line longer than 8 kB is answered 414, headers past 8 kB 431 (not closed unanswered)."""
+    server = await serve_http("127.0.0.1", 0, {"/health": lambda: (200, "text/plain", b"OK\n")})
+    try:
+        port = server.sockets[0].getsockname()[1]
+        response = await http_raw(port, request_bytes)
+        assert response.split(b"\r\n", 1)[0].decode() == f"HTTP/1.1 {status} {REASONS[status]}"
+    finally:
+        server.close()
