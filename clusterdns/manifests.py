@@ -280,10 +280,46 @@ def _load_yaml(text: str, loader: Any = None) -> list[Any]:
             line = _too_deep_node(node)
             if line:
                 raise fastyaml.TooDeep(line)
-            out.append(reader.construct_document(node))
+            try:
+                out.append(reader.construct_document(node))
+            except yaml.YAMLError:
+                raise
+            except Exception as exc:  # a constructor refused a value (`!!int nginx`): PyYAML gives no mark
+                raise _refused_value(node, exc) from None
         return out
     finally:
         reader.dispose()
+
+
+def _refused_value(root: Any, exc: Exception) -> _LocatedError:
+    """The problem of a value a YAML constructor refused, at the first scalar that refuses alone."""
+    constructor = yaml.constructor.SafeConstructor()
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except Exception as refused:
+                mark = node.start_mark
+                return _LocatedError(mark.line + 1, f"invalid YAML: {_refusal(refused)} (column {mark.column + 1})")
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        else:
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return _LocatedError(0, f"invalid YAML: {_refusal(exc)}")
+
+
+def _refusal(exc: Exception) -> str:
+    """Why a value was refused, in a manifest's terms."""
+    limit = sys.get_int_max_str_digits()
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc) and limit:
+        return f"an integer of more than {limit} digits"
+    return str(exc)
 
 
 def _too_deep_node(root: Any) -> int:
@@ -444,7 +480,7 @@ def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_
             if items is None:
                 continue
             if not isinstance(items, list):
-                raise _ListError(line, f"items: must be a list, got {_type_name(items)}")
+                raise _LocatedError(line, f"items: must be a list, got {_type_name(items)}")
             for i, item in enumerate(items):
                 if item is None:
                     continue
@@ -455,7 +491,9 @@ def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_
             yield _Doc(data, index, line, (), owner)
 
 
-class _ListError(ValueError):
+class _LocatedError(ValueError):
+    """A problem of the whole file (or of one document) found where the reader gives no mark."""
+
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
@@ -571,7 +609,7 @@ def _syntax_error(exc: Exception, text: str, path: str) -> tuple[int, str]:
     syntax = "invalid JSON" if path.endswith(".json") else "invalid YAML"
     if isinstance(exc, json.JSONDecodeError):
         return exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
-    if isinstance(exc, _ListError | fastyaml.TooDeep):
+    if isinstance(exc, _LocatedError | fastyaml.TooDeep):
         return exc.line, str(exc)
     if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
         line, column = _line_column(text, exc.position)
@@ -579,9 +617,9 @@ def _syntax_error(exc: Exception, text: str, path: str) -> tuple[int, str]:
         return line, f"invalid YAML: {exc.reason}: {what} (column {column})"
     limit = sys.get_int_max_str_digits()
     if not isinstance(exc, yaml.YAMLError) and "integer string conversion" in str(exc) and limit:
-        long = re.search(rf"[0-9][0-9_]{{{limit},}}", text)  # int() refused a number: where is it
+        long = re.search(rf"[0-9][0-9_]{{{limit},}}", text)  # json or fastyaml: int() refused a number here
         line, column = _line_column(text, long.start() if long else -1)
-        return line, f"{syntax}: an integer of more than {limit} digits (column {column})"
+        return line, f"{syntax}: {_refusal(exc)} (column {column})"
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if mark is not None:

@@ -1211,6 +1211,18 @@ BAD_SCALARS = [
         id="a 5,000-digit integer, read by PyYAML",
     ),
     pytest.param(
+        "a.yaml",
+        "kind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: !!int http\n",
+        "zones/a.yaml:6: invalid YAML: invalid literal for int() with base 10: 'http' (column 11)",
+        id="a tag whose constructor refuses the value",
+    ),
+    pytest.param(
+        "a.yaml",
+        "kind: ConfigMap\nmetadata:\n  name: c\ndata:\n  when: !!timestamp 2024-13-45\n",
+        "zones/a.yaml:5: invalid YAML: month must be in 1..12 (column 9)",
+        id="a timestamp out of range",
+    ),
+    pytest.param(
         "a.json",
         '{"kind": "Deployment",\n "spec": {"replicas": ' + "9" * 5000 + "}}",
         "zones/a.json:2: invalid JSON: an integer of more than 4300 digits (column 23)",
