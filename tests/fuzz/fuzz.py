@@ -73,6 +73,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # figures worth knowing that are not failures
     seconds: float = 0.0
     slowest: float = 0.0  # seconds: the slowest probe answer, or manifest check
+    slowest_case: str = ""
     rss_kb: tuple[int, int, int] = (0, 0, 0)  # the server's or worker's memory: at start, most, at the end
 
     @property
@@ -84,12 +85,12 @@ class Report:
         lines = [
             f"{self.what}: {self.cases:,} cases in {self.seconds:.1f} s, {self.answered:,} answered; "
             f"{len(self.crashes)} crashes, {len(self.hangs)} hangs, {len(self.tracebacks)} tracebacks, "
-            f"{len(self.bad)} bad answers; slowest {self.slowest * 1000:.0f} ms",
+            f"{len(self.bad)} bad answers; slowest {self.slowest * 1000:.0f} ms"
+            + (f" ({self.slowest_case})" if self.slowest_case else ""),
         ]
         if most:
-            lines.append(
-                f"  memory (RSS): {start / 1024:.1f} MB at start, {most / 1024:.1f} MB at most, {end / 1024:.1f} MB at the end"
-            )
+            mb = [f"{kb / 1024:.1f} MB" for kb in (start, most, end)]
+            lines.append(f"  memory (RSS): {mb[0]} at start, {mb[1]} at most, {mb[2]} at the end")
         if self.rcodes:
             lines.append("  " + ", ".join(f"{k} {v:,}" for k, v in self.rcodes.most_common()))
         for title, items in (
@@ -698,7 +699,8 @@ def run_manifests(cases: int, seed: int, workdir: Path, out: Path | None = None,
                 _keep(out, case, name, data)
                 continue
             report.answered += 1
-            report.slowest = max(report.slowest, result["seconds"])
+            if result["seconds"] > report.slowest:
+                report.slowest, report.slowest_case = result["seconds"], where
             report.rcodes[f"exit {result['status']}"] += 1
             if result["failure"]:
                 report.tracebacks.append(f"{where}: {result['failure']}")
