@@ -16,6 +16,7 @@ Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
@@ -31,6 +32,7 @@ from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
 TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
+TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
 FORWARD = b"<forward>"  # respond()'s answer for "ask upstream"; a unique object, compared with `is`
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
@@ -206,9 +208,21 @@ class Responder:
         # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
         entry.forward = self.forwarding and (not ours or bool(answer.chase))
         if len(self.cache) >= CACHE_ENTRIES:
+            self._retire(self.cache.values())
             self.cache.clear()
         self.cache[key] = entry
         return entry
+
+    def _retire(self, entries: Iterable[_Entry]) -> None:
+        """Keep the answers counted in entries about to be dropped (the counters must never go back)."""
+        if self.stats is None:
+            return
+        retired = self.stats.retired
+        for entry in list(entries):
+            for e in (entry, *entry.truncated.values()):
+                udp, tcp = e.hits
+                retired[e.slots[0]] += udp
+                retired[e.slots[0] + 1] += tcp
 
     def chase_target(self, query: bytes) -> str:
         """For a query that respond() sent upstream: the out-of-zone CNAME target to resolve, or ""
@@ -224,6 +238,9 @@ class Responder:
         small = entry.truncated.get(limit)
         if small is None:
             small = _entry(entry.question, entry.answer, limit, entry.slots)
+            if len(entry.truncated) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
+                self._retire(entry.truncated.values())
+                entry.truncated.clear()
             entry.truncated[limit] = small
         return small
 

@@ -17,6 +17,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
+from conftest import write_files
 from dns_helpers import (
     DNS,
     TIMEOUT,
@@ -30,7 +31,9 @@ from dns_helpers import (
     slice_of,
 )
 
+import clusterdns.respond
 import clusterdns.server
+from clusterdns.metrics import Stats, zone_labels
 from clusterdns.registry import Config
 from clusterdns.respond import Responder
 
@@ -760,3 +763,32 @@ def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_still_answering_after_all(server: DNS) -> None:
     """After every bad packet of this module a valid query over UDP and over TCP is answered."""
     assert_still_answering(server)
+
+
+def test_truncated_forms_bounded(tmp_path: Path) -> None:
+    """A question asked with each of the 720 EDNS UDP sizes that truncate it keeps at most 16 truncated
+    answers, each still right."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write_files(zones, {"big.yaml": slice_of("big", 5, 100)})
+    responder = Responder(load_zone(zones, Config()))
+    for payload in range(513, 1233):
+        reply = responder.respond(make_query("big.default.svc.cluster.local.", "A", payload=payload).to_wire())
+        assert reply is not None and len(reply) <= payload and decode(reply).flags & dns.flags.TC
+    assert max(len(e.truncated) for e in responder.cache.values()) <= clusterdns.respond.TRUNCATED_FORMS
+
+
+def test_answers_stay_counted_when_the_answer_cache_is_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the answer cache reaches its bound and is emptied, the answers counted in its entries are kept:
+    the request counter for /metrics never goes back."""
+    monkeypatch.setattr(clusterdns.respond, "CACHE_ENTRIES", 3)
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    stats = Stats(zone_labels("cluster.local"))
+    responder = Responder(load_zone(zones, Config()), stats)
+    sent = 0
+    for i in range(10):
+        for _ in range(5):  # the first is a miss, the rest are answered from the cache entry
+            assert responder.respond(make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False).to_wire())
+            sent += 1
+        assert sum(stats.totals()[: stats.requests]) == sent
