@@ -68,6 +68,7 @@ class Report:
     rcodes: Counter[str] = field(default_factory=Counter)
     crashes: list[str] = field(default_factory=list)
     hangs: list[str] = field(default_factory=list)
+    memory: list[str] = field(default_factory=list)  # memory past the bound given
     tracebacks: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)  # answers that are not what a client can use
     notes: list[str] = field(default_factory=list)  # figures worth knowing that are not failures
@@ -78,15 +79,15 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.crashes or self.hangs or self.tracebacks or self.bad)
+        return not (self.crashes or self.hangs or self.tracebacks or self.bad or self.memory)
 
     def text(self) -> str:
         start, most, end = self.rss_kb
         lines = [
             f"{self.what}: {self.cases:,} cases in {self.seconds:.1f} s, {self.answered:,} answered; "
             f"{len(self.crashes)} crashes, {len(self.hangs)} hangs, {len(self.tracebacks)} tracebacks, "
-            f"{len(self.bad)} bad answers; slowest {self.slowest * 1000:.0f} ms"
-            + (f" ({self.slowest_case})" if self.slowest_case else ""),
+            f"{len(self.bad)} bad answers, {len(self.memory)} over the memory bound; "
+            f"slowest {self.slowest * 1000:.0f} ms" + (f" ({self.slowest_case})" if self.slowest_case else ""),
         ]
         if most:
             mb = [f"{kb / 1024:.1f} MB" for kb in (start, most, end)]
@@ -96,6 +97,7 @@ class Report:
         for title, items in (
             ("crash", self.crashes),
             ("hang", self.hangs),
+            ("memory", self.memory),
             ("traceback", self.tracebacks),
             ("bad", self.bad),
             ("note", self.notes),
@@ -430,9 +432,16 @@ def fuzz_tcp(target: tuple[str, int], cases: int, rng: random.Random, report: Re
 
 
 def run_packets(
-    cases: int, tcp_cases: int, seed: int, workdir: Path, server: tuple[str, int] | None = None, pid: int = 0
+    cases: int,
+    tcp_cases: int,
+    seed: int,
+    workdir: Path,
+    server: tuple[str, int] | None = None,
+    pid: int = 0,
+    max_growth_mb: float = 200,
 ) -> Report:
-    """UDP then TCP fuzzing of a server: the one given, or one started here (and stopped after)."""
+    """UDP then TCP fuzzing of a server: the one given, or one started here (and stopped after). Its
+    memory may grow by `max_growth_mb` at most (the answer cache holds up to 200,000 questions)."""
     report = Report("packets (UDP, then TCP)")
     rng = random.Random(seed)
     started_server = None
@@ -451,6 +460,8 @@ def run_packets(
         if pid:
             now, peak = rss_kb(pid)
             report.rss_kb = (start_rss, peak, now)
+            if peak - start_rss > max_growth_mb * 1024:
+                report.memory.append(f"the server grew by {(peak - start_rss) / 1024:.0f} MB")
         if started_server is not None:
             if not started_server.alive():
                 report.crashes.append(f"the server exited with {started_server.proc.returncode}")
@@ -675,8 +686,11 @@ class Worker:
             self.proc = None
 
 
-def run_manifests(cases: int, seed: int, workdir: Path, out: Path | None = None, timeout: float = 30.0) -> Report:
-    """`cases` mutated manifests, each checked beside a good file; the good one must always load."""
+def run_manifests(
+    cases: int, seed: int, workdir: Path, out: Path | None = None, timeout: float = 30.0, max_rss_mb: float = 1024
+) -> Report:
+    """`cases` mutated manifests, each checked beside a good file, each within `timeout` seconds and
+    `max_rss_mb` of memory (the worker is started again after one that passes it)."""
     report = Report("manifests (clusterdns check)")
     rng = random.Random(seed)
     seeds = manifest_seeds()
@@ -714,6 +728,10 @@ def run_manifests(cases: int, seed: int, workdir: Path, out: Path | None = None,
                     report.notes.append(f"{where}: a problem without a line: {result['noline'][0]}")
             start, peak, _ = report.rss_kb
             report.rss_kb = (start or result["peak_kb"], max(peak, result["peak_kb"]), result["peak_kb"])
+            if result["peak_kb"] > max_rss_mb * 1024:
+                report.memory.append(f"{where}: the check took {result['peak_kb'] / 1024:.0f} MB")
+                _keep(out, case, name, data)
+                runner.kill()
     finally:
         runner.kill()
     report.seconds = time.monotonic() - started
@@ -741,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server", help="HOST:PORT of a running server (default: start one)")
     parser.add_argument("--pid", type=int, default=0, help="the running server's PID, to watch its memory")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a manifest check may take")
+    parser.add_argument("--max-growth-mb", type=float, default=200, help="how much the server may grow")
+    parser.add_argument("--max-rss-mb", type=float, default=1024, help="memory a manifest check may take")
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"), help="where failing cases are kept")
     args = parser.parse_args(argv)
     if args.what == "worker":
@@ -752,11 +772,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.server:
                 host, _, port = args.server.rpartition(":")
                 target = (host.strip("[]"), int(port))
-            reports.append(run_packets(args.cases, args.tcp_cases, args.seed, Path(tmp), target, args.pid))
+            reports.append(
+                run_packets(args.cases, args.tcp_cases, args.seed, Path(tmp), target, args.pid, args.max_growth_mb)
+            )
             print(reports[-1].text(), flush=True)
         if args.what in ("manifests", "all"):
             count = args.cases if args.what == "manifests" else args.manifests
-            reports.append(run_manifests(count, args.seed, Path(tmp), args.out, args.timeout))
+            reports.append(run_manifests(count, args.seed, Path(tmp), args.out, args.timeout, args.max_rss_mb))
             print(reports[-1].text(), flush=True)
     return 0 if all(r.ok for r in reports) else 1
 
