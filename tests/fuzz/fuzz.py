@@ -46,6 +46,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHIPPED = ROOT / "zones"
@@ -495,29 +496,14 @@ INTERESTING_TEXT = [
     "\n", "null", "~", "yes", "0x1F", "0777", "1e309", "-1", "65536", "2147483648", "9" * 5000, "a" * 300,
 ]  # fmt: skip
 NUMBERS = [
-    "0",
-    "-1",
-    "1",
-    "65535",
-    "65536",
-    "32767",
-    "30000",
-    "2147483648",
-    "1e3",
-    "0x10",
-    "0o7",
-    "1_000",
-    ".inf",
-    "9" * 5000,
-]
+    "0", "-1", "1", "65535", "65536", "32767", "30000", "2147483648", "1e3", "0x10", "0o7", "1_000", ".inf", "9" * 5000,
+]  # fmt: skip
 
 
 def manifest_seeds() -> list[tuple[str, str]]:
     """(file name, text) of the shipped zones and a few more kinds, and JSON forms of some."""
     out = [(p.name, p.read_text()) for p in sorted(SHIPPED.glob("*.yaml"))]
     out += list(EXTRA_SEEDS.items())
-    import yaml  # PyYAML is a dependency of clusterdns
-
     for index, (name, text) in enumerate(list(out[:4])):
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
         out.append((name.replace(".yaml", ".json"), json.dumps(docs[0], indent=2 if index % 2 else None)))
