@@ -547,7 +547,7 @@ def mutate_manifest(rng: random.Random, seeds: Sequence[tuple[str, str]]) -> tup
     are not UTF-8; sometimes a bomb."""
     if rng.random() < 0.05:
         name, text = bomb(rng)
-        return name, text.encode()
+        return name, text.encode()[:MAX_MANIFEST]
     name, text = rng.choice(seeds)
     lines = text.split("\n")
     for _ in range(rng.randint(1, 8)):
