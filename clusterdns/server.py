@@ -146,11 +146,16 @@ class DNSServer:
         assert self.forwarder is not None
         started = time.perf_counter_ns()
         responder = self.responder
-        target = responder.chase_target(query)
-        if target:
-            reply = await chase(self.forwarder, responder, query, target, tcp)
-        else:
-            reply = await self.forwarder.forward(query, tcp)
+        try:
+            target = responder.chase_target(query)
+            if target:
+                reply = await chase(self.forwarder, responder, query, target, tcp)
+            else:
+                reply = await self.forwarder.forward(query, tcp)
+        except Exception as exc:  # as answer(): SERVFAIL, logged at most once per cause and interval
+            self.failures += 1
+            self.failure_log.failed(exc, query)
+            return servfail(query) or b""
         stats = self.responder.stats
         if stats is not None and reply:
             stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)

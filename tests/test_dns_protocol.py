@@ -3,6 +3,7 @@ by whole RRsets, and the header guard; raw bytes over real UDP and TCP sockets o
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import struct
@@ -33,6 +34,7 @@ from dns_helpers import (
 
 import clusterdns.respond
 import clusterdns.server
+from clusterdns.forward import Forwarder, Upstream
 from clusterdns.metrics import Stats, zone_labels
 from clusterdns.registry import Config
 from clusterdns.respond import Responder
@@ -792,3 +794,30 @@ def test_answers_stay_counted_when_the_answer_cache_is_emptied(tmp_path: Path, m
             assert responder.respond(make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False).to_wire())
             sent += 1
         assert sum(stats.totals()[: stats.requests]) == sent
+
+
+class BrokenForwarder(Forwarder):
+    """A forwarder that fails in a way nobody foresaw (a fake written as a class, no upstream reached)."""
+
+    async def forward(self, query: bytes, tcp: bool = False) -> bytes:
+        raise RuntimeError("injected forwarding failure")
+
+
+async def test_forwarding_failure_servfail_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected failure while forwarding is answered SERVFAIL over UDP and TCP (not left unanswered,
+    nor logged as a task exception never retrieved), logged once for repeats of the same cause."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    responder = Responder(load_zone(zones, Config()), forwarding=True)
+    forwarder = BrokenForwarder([Upstream("192.0.2.1")])  # never asked: forward() fails first
+    async with clusterdns.server.serve(responder, forwarder=forwarder) as server:
+        dns_server = DNS(server.host, server.port)
+        for tcp in (False, True, False, True):
+            q = make_query("example.com.", "A")
+            reply = await asyncio.to_thread(dns_server.exchange, q.to_wire(), tcp)
+            assert reply is not None
+            assert (decode(reply).id, decode(reply).rcode()) == (q.id, dns.rcode.SERVFAIL)
+        assert server.failures == 4
+    logged = [r for r in caplog.records if r.name == "clusterdns.server"]
+    assert len(logged) == 1 and "injected forwarding failure" in str(logged[0].exc_info)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
