@@ -553,3 +553,22 @@ async def test_http_oversized_requests_get_414_or_431(request_bytes: bytes, stat
         assert response.split(b"\r\n", 1)[0].decode() == f"HTTP/1.1 {status} {REASONS[status]}"
     finally:
         server.close()
+
+
+def test_workload_larger_than_its_pool_does_not_stop_reloads(start: Callable[..., Served], zones: Path) -> None:
+    """A Deployment with more replicas than the pod network holds is loaded in a live reload (the Pods
+    beyond it are problems in /ready), and an edit made after it is answered: reloads go on."""
+    served = start("--pod-cidr", "10.244.0.0/18")  # 16,382 addresses
+    before = reloads(served)
+    (zones / "huge.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: huge\nspec:\n  replicas: 20000\n"
+        "  selector:\n    matchLabels: {app: huge}\n  template:\n    metadata:\n      labels: {app: huge}\n"
+        "    spec:\n      containers:\n      - name: c\n        image: nginx\n"
+    )
+    until(lambda: reloads(served) > before, 30, "the reload with 20,000 replicas")
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200
+    assert detail.count("pod network 10.244.0.0/18 is full: 20,000 Pods need addresses, 16,382 available") == 3618
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.7"))
+    served.wait_addresses(ALPHA, {"10.0.1.7"}, within=30)
+    assert served.metric("clusterdns_reloads_total", result="failure") == 0
