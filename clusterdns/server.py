@@ -113,9 +113,13 @@ class DNSServer:
         try:
             return self.responder.respond(query, tcp, forward)
         except Exception as exc:
-            self.failures += 1
-            self.failure_log.failed(exc, query)
-            return servfail(query)
+            return self._failed(exc, query)
+
+    def _failed(self, exc: Exception, query: bytes) -> bytes | None:
+        """Count and log (rate-limited) an unexpected failure; the SERVFAIL to answer it with."""
+        self.failures += 1
+        self.failure_log.failed(exc, query)
+        return servfail(query)
 
     def may_recurse(self, client: str) -> bool:
         """Whether `client` may have names outside our zones resolved (--allow-recursion): not an open
@@ -153,9 +157,7 @@ class DNSServer:
             else:
                 reply = await self.forwarder.forward(query, tcp)
         except Exception as exc:  # as answer(): SERVFAIL, logged at most once per cause and interval
-            self.failures += 1
-            self.failure_log.failed(exc, query)
-            return servfail(query) or b""
+            return self._failed(exc, query) or b""
         stats = self.responder.stats
         if stats is not None and reply:
             stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)
