@@ -25,7 +25,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from clusterdns.labels import SAFE_ALPHABET
 
@@ -42,6 +42,30 @@ class Space(Protocol):
 
     def candidates(self, owner: str) -> Iterator[str]:
         """Values to try, in order, for an owner without a wish."""
+
+
+class Bounded(Space, Protocol):
+    """A space that knows how many values it has, so that a claim beyond them is refused at once."""
+
+    range: str  # where the values come from, for refusals: "10.244.0.0/16", "30000-32767"
+    bands: tuple[int, ...]  # sizes of the parts of the range that candidates() goes through in turn
+
+    def band(self, value: str) -> int:
+        """The index of the band holding `value`, or -1."""
+
+    def candidates_from(self, owner: str, band: int) -> Iterator[str]:
+        """candidates(), leaving out the bands before `band`."""
+
+
+# A pool that is full says so in the words of what it holds (pool name -> refusal); `needed` counts the
+# claims on the space, `capacity` its values.
+FULL = {
+    "pod-ip": "pod network {range} is full: {needed:,} Pods need addresses, {capacity:,} available",
+    "service-ip": "service network {range} is full: {needed:,} cluster IPs needed, {capacity:,} available",
+    "node-port": "node port range {range} is full: {needed:,} node ports needed, {capacity:,} available",
+    "load-balancer-ip": "load-balancer pool {range} is full: {needed:,} addresses needed, {capacity:,} available",
+}
+FULL_OTHER = "{range} is full: {needed:,} {what}s needed, {capacity:,} available"
 
 
 # A request for one value of a pool: (owner, space, wish). The owner is unique within its pool, e.g.
@@ -81,8 +105,14 @@ def _ip_text(version: int, number: int) -> str:
     return socket.inet_ntop(socket.AF_INET6, number.to_bytes(16, "big"))
 
 
-def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | Refusal]:
-    """Give each claim a value, keeping what `held` (owner -> value) says where it still fits."""
+def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> dict[str, str | Refusal]:
+    """Give each claim a value, keeping what `held` (owner -> value) says where it still fits.
+
+    Time linear in the number of claims, even beyond a full space: a Bounded space counts the values
+    taken in each of its bands, probes only bands with a free value, and once every band is full refuses
+    each further claim at once with the pool's FULL message. (Without the counts each claim beyond a
+    full range probed all of it, and each claim for the lower band probed the whole upper band first:
+    quadratic, and `replicas: 65536` never finished.)"""
     taken: dict[str, str] = {}
     result: dict[str, str | Refusal] = {}
     for owner, space, wish in claims:  # 1. keep
@@ -101,17 +131,53 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str]) -> dict[str, str | 
         else:
             taken[wish] = owner
             result[owner] = wish
+    taken_in: dict[int, list[int]] = {}  # values taken in each band of each bounded space (by id)
+    full: dict[int, Refusal] = {}  # the refusal of each bounded space found full
     for owner, space, _wish in claims:  # 3. automatic
         if owner in result:
             continue
-        for value in space.candidates(owner):
+        bands: tuple[int, ...] = getattr(space, "bands", ())
+        counts: list[int] = []
+        if bands:  # skip the full bands: never probe a band, or a space, with no free value
+            bounded = cast(Bounded, space)
+            counts = taken_in.get(id(space)) or _count_bands(bounded, taken, taken_in)
+            first = 0
+            while first < len(bands) and counts[first] >= bands[first]:
+                first += 1
+            if first == len(bands):
+                refusal = full.get(id(space))
+                if refusal is None:
+                    refusal = full[id(space)] = _full(claims, bounded, pool)
+                result[owner] = refusal
+                continue
+            candidates = bounded.candidates_from(owner, first)
+        else:
+            candidates = space.candidates(owner)
+        for value in candidates:
             if value not in taken:
                 taken[value] = owner
                 result[owner] = value
+                if bands:
+                    counts[cast(Bounded, space).band(value)] += 1
                 break
         else:
             result[owner] = Refusal("no free value left in the range")
     return result
+
+
+def _count_bands(space: Bounded, taken: Mapping[str, str], taken_in: dict[int, list[int]]) -> list[int]:
+    counts = taken_in[id(space)] = [0] * len(space.bands)
+    for value in taken:
+        band = space.band(value)
+        if band >= 0:
+            counts[band] += 1
+    return counts
+
+
+def _full(claims: Sequence[Claim], space: Bounded, pool: str) -> Refusal:
+    needed = sum(1 for _, s, _ in claims if s is space)
+    template = FULL.get(pool, FULL_OTHER)
+    return Refusal(template.format(range=space.range, needed=needed, capacity=sum(space.bands), what=space.what))
 
 
 class IPSpace:
@@ -133,6 +199,9 @@ class IPSpace:
         self._dynamic = max(0, self.size - self.static_band)  # automatic allocation's band, above it
         self._first = int(self.net.network_address) + 1 + self.static_band
         self._verdicts: dict[str, str | None] = {}  # invalid()'s answers so far: a reload asks again
+        self.range = str(self.net)
+        self.bands = (self._dynamic, self.static_band)  # candidates() gives the upper band first
+        self._low = int(self.net.network_address) + 1  # the lower band starts here, the upper one above it
         self._heads: dict[int, str] | None = {} if self.net.version == 4 else None  # "10.244.3." by number >> 8
 
     def invalid(self, value: str) -> str | None:
@@ -156,11 +225,23 @@ class IPSpace:
         ranges = ", ".join(str(n) for n in self.valid)
         return f"{value}: provided {self.what} is not in the valid range. The range of valid IPs is {ranges}"
 
+    def band(self, value: str) -> int:
+        parsed = _ip_int(value)
+        if parsed is None or parsed[0] != self.net.version:
+            return -1
+        offset = parsed[1] - self._low
+        if 0 <= offset < self.static_band:
+            return 1
+        return 0 if self.static_band <= offset < self.size else -1
+
     def candidates(self, owner: str) -> Iterator[str]:
         """Every usable address once, in an order drawn from the owner's name: double hashing (a start,
         and a step coprime with the range) keeps probes short even in a nearly full range."""
+        return self.candidates_from(owner, 0)
+
+    def candidates_from(self, owner: str, band: int) -> Iterator[str]:
         dynamic, first, text = self._dynamic, self._first, self._text
-        if dynamic > 0:
+        if dynamic > 0 and band == 0:
             start = zlib.crc32(owner.encode()) % dynamic
             yield text(first + start)
             step = 1 + zlib.crc32(f"{owner}#1".encode()) % max(1, dynamic - 1)
@@ -189,9 +270,17 @@ class PortSpace:
 
     def __init__(self, low: int = NODE_PORT_RANGE[0], high: int = NODE_PORT_RANGE[1]) -> None:
         self.low, self.high = low, high
+        self.range = f"{low}-{high}"
+        self.bands = (high - low + 1,)
+
+    def band(self, value: str) -> int:
+        return -1 if self.invalid(value) else 0
+
+    def candidates_from(self, owner: str, band: int) -> Iterator[str]:
+        return self.candidates(owner)
 
     def invalid(self, value: str) -> str | None:
-        if not value.isdigit() or not self.low <= int(value) <= self.high:
+        if not (value.isascii() and value.isdigit()) or not self.low <= int(value) <= self.high:
             return (
                 f"{value}: provided port is not in the valid range. The range of valid ports is {self.low}-{self.high}"
             )
@@ -289,7 +378,7 @@ class Store:
             entries: dict[str, Mapping[str, Entry]] = {}
             for pool, claims in pools.items():
                 old = self._pools.get(pool) or self._read(pool)
-                result = assign(claims, old.values)
+                result = assign(claims, old.values, pool)
                 results[pool] = result
                 held = old.entries
                 kept: dict[str, Entry] = {}

@@ -201,13 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
     return int(text)
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"must be 1-64, got {text!r}")
     return int(text)
 
@@ -223,7 +223,7 @@ def _seconds(text: str) -> float:
 
 
 def _ttl(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 3600:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 3600:
         raise argparse.ArgumentTypeError(f"must be 0-3600 seconds, got {text!r}")
     return int(text)
 

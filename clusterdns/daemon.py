@@ -60,6 +60,7 @@ class Daemon:
     recursion: tuple[IPNetwork, ...] | None = None
     query_log: QueryLog | None = None
     proxy: Proxy | None = None  # --proxy: the data plane, synced after every load of this process
+    reload_error: str = ""  # why the last reload failed; "" after one that succeeded
     _reloading: bool = False
     _missed: bool = False  # a reload finished before the server existed
     _again: bool = False
@@ -104,10 +105,17 @@ class Daemon:
                 started = time.perf_counter()
                 try:
                     responder = await asyncio.to_thread(self.load)
-                except (ZonesError, OSError) as exc:
+                except Exception as exc:  # whatever it was, the old snapshot serves and later reloads run
                     self.reloads["failure"] += 1
-                    log.error("reload failed, keeping the previous registry: %s", exc)
+                    expected = isinstance(exc, ZonesError | OSError)
+                    self.reload_error = f"{exc}" if expected else f"{type(exc).__name__}: {exc}"
+                    log.error(
+                        "reload failed, keeping the previous registry: %s",
+                        self.reload_error,
+                        exc_info=None if expected else exc,
+                    )
                 else:
+                    self.reload_error = ""
                     if self.server is not None:
                         self.server.responder = responder
                     else:
@@ -129,8 +137,10 @@ class Daemon:
         assert self.proxy is not None
         try:
             await asyncio.to_thread(self.proxy.sync, registry)
-        except ProxyError as exc:
-            log.error("proxy: keeping the previous rules: %s", exc)
+        except Exception as exc:  # counted and shown by the proxy; the rules in the kernel stay as they were
+            log.error(
+                "proxy: keeping the previous rules: %s", exc, exc_info=None if isinstance(exc, ProxyError) else exc
+            )
         else:
             log.info("proxy: rules applied in %.0f ms", self.proxy.last_seconds * 1000)
 
@@ -212,6 +222,8 @@ class Daemon:
         """503 until the first load and the sockets are up, and during shutdown; the zone errors as detail."""
         problems = self.registry.problems if self.registry else ()
         lines = ["ready" if self.ready else "not ready"]
+        if self.reload_error:
+            lines.append(f"last reload failed, serving the registry loaded before it: {self.reload_error}")
         if problems:
             lines.append(f"{len(problems)} zone file error(s):")
             lines.extend(f"  {p}" for p in problems)

@@ -21,6 +21,21 @@ class Unsupported(Exception):
     """The text uses YAML this reader does not handle; read it with PyYAML instead."""
 
 
+# Collections nested deeper than this are refused, by this reader and by the callers of every other (PyYAML,
+# json), before any of them recurses that deep: Python's recursion limit (1,000 frames) is otherwise met at
+# about 300 levels of block YAML. Manifests nest about 15 levels; CRD schemas a few dozen.
+MAX_DEPTH = 100
+
+
+class TooDeep(ValueError):
+    """Collections nested more than MAX_DEPTH deep; `line` is where the first too deep one starts (0: not
+    known here, the caller finds it)."""
+
+    def __init__(self, line: int = 0) -> None:
+        super().__init__(f"collections nested more than {MAX_DEPTH} deep")
+        self.line = line
+
+
 _RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _STR = "tag:yaml.org,2002:str"
@@ -180,6 +195,7 @@ class _Reader:
     def __init__(self, lines: list[tuple[int, str]]) -> None:
         self.lines = lines  # (indent, content) with comments and blank lines removed
         self.i = 0
+        self.depth = 0  # collections open: each is a few frames of recursion
 
     def block(self, indent: int) -> Any:
         content = self.lines[self.i][1]
@@ -199,6 +215,9 @@ class _Reader:
         return None
 
     def mapping(self, indent: int) -> dict[Any, Any]:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise TooDeep
         out: dict[Any, Any] = {}
         lines = self.lines
         count = len(lines)
@@ -222,9 +241,13 @@ class _Reader:
                 out[key] = self.nested(indent, allow_sequence=True)
                 i = self.i
         self.i = i
+        self.depth -= 1
         return out
 
     def sequence(self, indent: int) -> list[Any]:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise TooDeep
         out: list[Any] = []
         lines = self.lines
         while self.i < len(lines):
@@ -249,6 +272,7 @@ class _Reader:
             else:
                 self.i += 1
                 out.append(_scalar(item))
+        self.depth -= 1
         return out
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 import json
 import marshal
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +89,7 @@ KINDS = (
     "ServiceCIDR",
 )
 CLUSTER_SCOPED = ("Namespace", "ServiceCIDR")
+MAX_REPLICAS = 150_000  # Kubernetes' scalability thresholds: at most 150,000 Pods in a cluster
 
 Path = tuple[str | int, ...]
 
@@ -167,11 +170,20 @@ def read_text(path: str) -> tuple[str | Problem, tuple[float, int]]:
     """A file's text and its (mtime, size) stamp; a Problem instead of the text when it can't be read."""
     try:
         st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            return f.read(), (st.st_mtime, st.st_size)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return Problem(path, 0, "", "", f"cannot read file: {reason}"), (0.0, 0)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return Problem(path, 0, "", "", f"cannot read file: {exc.strerror or exc}"), (0.0, 0)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # say where: a line, and the byte offset
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        reason = f"byte 0x{data[exc.start]:02x} at offset {exc.start} (column {column}): {exc.reason}"
+        return Problem(path, line, "", "", f"not UTF-8: {reason}"), (0.0, 0)
+    if "\r" in text:  # as open() in text mode reads it: universal newlines
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, (st.st_mtime, st.st_size)
 
 
 # A large file is read in pieces, cut at document markers, so that two processes can share it (see
@@ -237,15 +249,161 @@ def raw_documents(text: str, path: str) -> list[Any]:
     costly half of parsing, which a helper process can do (see zones.read_files). Raises
     yaml.YAMLError or ValueError on syntax errors."""
     if path.endswith(".json"):
-        return [json.loads(text)] if text.strip() else []
+        return [_load_json(text)] if text.strip() else []
     try:
         return fastyaml.load_all(text)
     except fastyaml.Unsupported:
-        return list(yaml.load_all(text, Loader=_Loader))
+        return _load_yaml(text)
+    except fastyaml.TooDeep:
+        raise fastyaml.TooDeep(_too_deep_line(text)) from None
+
+
+MAX_DEPTH = fastyaml.MAX_DEPTH
+_LIBYAML: Any = getattr(yaml, "CParser", ())  # issubclass(x, ()) is False
+
+
+def _load_yaml(text: str, loader: Any = None) -> list[Any]:
+    """Every document, as `yaml.load_all` gives them, each node tree checked for depth (aliases
+    followed) before it is constructed. libyaml composes without Python recursion, and refuses by itself
+    more than 1,000 levels; PyYAML's own composer recurses, so without libyaml the events are counted
+    first."""
+    loader_class = loader or _Loader
+    if not issubclass(loader_class, _LIBYAML):
+        line = _too_deep_line(text, loader_class)
+        if line:
+            raise fastyaml.TooDeep(line)
+    reader = loader_class(text)
+    try:
+        out = []
+        while reader.check_node():
+            node = reader.get_node()
+            line = _too_deep_node(node)
+            if line:
+                raise fastyaml.TooDeep(line)
+            try:
+                out.append(reader.construct_document(node))
+            except yaml.YAMLError:
+                raise
+            except Exception as exc:  # a constructor refused a value (`!!int nginx`): PyYAML gives no mark
+                raise _refused_value(node, exc) from None
+        return out
+    finally:
+        reader.dispose()
+
+
+def _refused_value(root: Any, exc: Exception) -> _LocatedError:
+    """The problem of a value a YAML constructor refused, at the first scalar that refuses alone."""
+    constructor = yaml.constructor.SafeConstructor()
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except Exception as refused:
+                mark = node.start_mark
+                return _LocatedError(mark.line + 1, f"invalid YAML: {_refusal(refused)} (column {mark.column + 1})")
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        else:
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return _LocatedError(0, f"invalid YAML: {_refusal(exc)}")
+
+
+def _refusal(exc: Exception) -> str:
+    """Why a value was refused, in a manifest's terms."""
+    limit = sys.get_int_max_str_digits()
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc) and limit:
+        return f"an integer of more than {limit} digits"
+    return str(exc)
+
+
+def _too_deep_node(root: Any) -> int:
+    """The line of a collection nested more than MAX_DEPTH deep in a node tree, or 0. Iterative; a node
+    reached through aliases is walked again only when reached deeper than before (a recursive alias thus
+    counts as too deep, and an alias bomb costs at most MAX_DEPTH walks of each node)."""
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
+    deepest: dict[int, int] = {}
+    stack = [] if root.__class__ is scalar else [(root, 1)]  # collections only: most nodes are scalars
+    push = stack.append
+    while stack:
+        node, depth = stack.pop()
+        if deepest.get(id(node), 0) >= depth:
+            continue
+        if depth > MAX_DEPTH:
+            return int(node.start_mark.line) + 1
+        deepest[id(node)] = depth
+        depth += 1
+        if node.__class__ is sequence:
+            for child in node.value:
+                if child.__class__ is not scalar:
+                    push((child, depth))
+        else:
+            for key, value in node.value:
+                if value.__class__ is not scalar:
+                    push((value, depth))
+                if key.__class__ is not scalar:
+                    push((key, depth))
+    return 0
+
+
+def _too_deep_line(text: str, loader: Any = None) -> int:
+    """The line of the first collection nested more than MAX_DEPTH deep in YAML text, from the parser's
+    events (no recursion); 0 when there is none, or when the text has a syntax error before one."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=loader or _Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1 if event.start_mark else 0
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.DocumentEndEvent):
+                depth = 0
+    except yaml.YAMLError:
+        return 0
+    return 0
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')  # an unterminated string takes the rest: linear
+_JSON_DEPTH = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _load_json(text: str) -> Any:
+    """json.loads, after checking without recursion that no array or object nests more than MAX_DEPTH
+    deep (json's C scanner recurses once per level)."""
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        bare = _JSON_STRING.sub('""', text)  # strings hold no raw newline: lines stay where they were
+        brackets = re.sub(r"[^\[\]{}]+", "", bare)
+        if max(itertools.accumulate(map(_JSON_DEPTH.__getitem__, brackets)), default=0) > MAX_DEPTH:
+            depth, line = 0, 1
+            for m in re.finditer(r"[\[\]{}\n]", bare):
+                c = m.group()
+                if c == "\n":
+                    line += 1
+                else:
+                    depth += _JSON_DEPTH[c]
+                    if depth > MAX_DEPTH:
+                        raise fastyaml.TooDeep(line)
+    return json.loads(text)
 
 
 def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
-    """Parse one file's text into objects and problems; `raw` is its raw_documents when known."""
+    """Parse one file's text into objects and problems; `raw` is its raw_documents when known. Whatever
+    the text holds, the answer is a result: a failure nobody foresaw is a problem of this file alone."""
+    try:
+        return _parse_text(text, path, raw)
+    except Exception as exc:
+        reason = f"could not be read: {type(exc).__name__}: {exc} (a bug in clusterdns: please report it)"
+        return FileResult(path, problems=(Problem(path, 0, "", "", reason),))
+
+
+def _parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
     objects: list[Object] = []
     problems: list[Problem] = []
     notes: list[Problem] = []
@@ -254,7 +412,7 @@ def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult
     except (yaml.YAMLError, ValueError) as exc:
         chunks = pieces(text, path, 0)
         if len(chunks) < 2:
-            line, reason = _syntax_error(exc)
+            line, reason = _syntax_error(exc, text, path)
             return FileResult(path, problems=(Problem(path, line, "", "", reason),))
         return join_pieces(path, [parse_piece(path, chunk) for chunk in chunks], (0.0, 0))
     for doc in docs:
@@ -322,7 +480,7 @@ def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_
             if items is None:
                 continue
             if not isinstance(items, list):
-                raise _ListError(line, f"items: must be a list, got {_type_name(items)}")
+                raise _LocatedError(line, f"items: must be a list, got {_type_name(items)}")
             for i, item in enumerate(items):
                 if item is None:
                     continue
@@ -333,7 +491,9 @@ def _documents(text: str, path: str, raw: list[Any] | None = None) -> Iterator[_
             yield _Doc(data, index, line, (), owner)
 
 
-class _ListError(ValueError):
+class _LocatedError(ValueError):
+    """A problem of the whole file (or of one document) found where the reader gives no mark."""
+
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
@@ -346,15 +506,17 @@ def _is_list(data: Mapping[str, Any]) -> bool:
 
 def _document_lines(text: str, count: int) -> list[int]:
     """The first content line of each of `count` documents, found from the `---` markers."""
-    starts = [end for _, end in _markers(text)]
-    if len(starts) + 1 == count:  # the first document has no marker
-        starts.insert(0, 0)
-    elif len(starts) != count:  # markers inside block scalars, or directives: ask the composer
+    markers = _markers(text)
+    ends = [begin for begin, _ in markers[1:]] + [len(text)]  # a document's content ends at the next marker
+    bounds = [(end, stop) for (_, end), stop in zip(markers, ends, strict=False)]  # no markers: no bounds
+    if len(bounds) + 1 == count:  # the first document has no marker
+        bounds.insert(0, (0, markers[0][0] if markers else len(text)))
+    elif len(bounds) != count:  # markers inside block scalars, or directives: ask the composer
         return [node.start_mark.line + 1 for node in yaml.compose_all(text, Loader=_Loader)]
     lines = []
     pos, line = 0, 1
-    for start in starts:
-        first = _FIRST_CONTENT.search(text, start)
+    for start, stop in bounds:
+        first = _FIRST_CONTENT.search(text, start, stop)  # not past its own document: empty ones stay cheap
         end = first.start() if first else start
         line += text.count("\n", pos, end)
         pos = end
@@ -383,32 +545,43 @@ def _locate_node(text: str, path: str, doc: _Doc, field_path: Path) -> int:
     return _walk(node, (*doc.prefix, *field_path))
 
 
-def locate_in_file(source: Source, field_path: Path) -> int:
-    """The line of `field_path` in the object declared at `source`, reading the file again; 0 if unknown.
+class FileLocator:
+    """Finds the line of a field in an object declared at a Source, reading the file again: for problems
+    found after parsing (an allocation refused, a duplicate), which know only where their object starts.
 
-    Used for problems found after parsing (an allocation refused, a duplicate), which know only where
-    their object starts.
-    """
-    try:
-        with open(source.path, encoding="utf-8") as f:
-            text = f.read()
-        roots = [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return 0
-    candidates: list[Any] = []
-    for root in roots:
-        candidates.append(root)
-        if isinstance(root, yaml.MappingNode):
-            for key, value in root.value:
-                if key.value == "items" and isinstance(value, yaml.SequenceNode):
-                    candidates.extend(value.value)
-    best = None
-    for node in candidates:
-        if node.start_mark.line + 1 <= source.line and (best is None or node.start_mark.line >= best.start_mark.line):
-            best = node
-    if best is None:
-        return 0
-    return _walk(best, field_path)
+    One is used for one load: it keeps the node trees of the file it read last, since one file can have
+    hundreds of such problems (every port of Services beyond a full node port range), and composing the
+    file again for each was quadratic."""
+
+    def __init__(self) -> None:
+        self._path = ""
+        self._roots: list[Any] = []
+
+    def __call__(self, source: Source, field_path: Path) -> int:
+        """The line of `field_path` in the object declared at `source`; 0 if unknown."""
+        if source.path != self._path:
+            self._path, self._roots = source.path, []
+            try:
+                with open(source.path, encoding="utf-8") as f:
+                    text = f.read()
+                self._roots = [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                return 0
+        candidates: list[Any] = []
+        for root in self._roots:
+            candidates.append(root)
+            if isinstance(root, yaml.MappingNode):
+                for key, value in root.value:
+                    if key.value == "items" and isinstance(value, yaml.SequenceNode):
+                        candidates.extend(value.value)
+        best = None
+        for node in candidates:
+            line = node.start_mark.line
+            if line + 1 <= source.line and (best is None or line >= best.start_mark.line):
+                best = node
+        if best is None:
+            return 0
+        return _walk(best, field_path)
 
 
 def _walk(node: Any, field_path: Path) -> int:
@@ -431,16 +604,35 @@ def _walk(node: Any, field_path: Path) -> int:
     return line
 
 
-def _syntax_error(exc: Exception) -> tuple[int, str]:
+def _syntax_error(exc: Exception, text: str, path: str) -> tuple[int, str]:
+    """(line, reason) of a file that could not be read into documents."""
+    syntax = "invalid JSON" if path.endswith(".json") else "invalid YAML"
     if isinstance(exc, json.JSONDecodeError):
         return exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
-    if isinstance(exc, _ListError):
+    if isinstance(exc, _LocatedError | fastyaml.TooDeep):
         return exc.line, str(exc)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+        line, column = _line_column(text, exc.position)
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return line, f"invalid YAML: {exc.reason}: {what} (column {column})"
+    limit = sys.get_int_max_str_digits()
+    if not isinstance(exc, yaml.YAMLError) and "integer string conversion" in str(exc) and limit:
+        long = re.search(rf"[0-9][0-9_]{{{limit},}}", text)  # json or fastyaml: int() refused a number here
+        line, column = _line_column(text, long.start() if long else -1)
+        return line, f"{syntax}: {_refusal(exc)} (column {column})"
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if mark is not None:
         return mark.line + 1, f"invalid YAML: {problem} (column {mark.column + 1})"
-    return 0, f"invalid YAML: {problem}"
+    return 0, f"{syntax}: {problem}"
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """(line, column), from 1, of a character offset; (0, 0) for a negative one."""
+    if offset < 0:
+        return 0, 0
+    start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - start + 1
 
 
 def _format_path(path: Path) -> str:
@@ -783,7 +975,7 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
         seen_ports.add((port, protocol))
         target: int | str = port
         raw_target = item.get("targetPort")
-        if isinstance(raw_target, str) and raw_target.isdigit():
+        if isinstance(raw_target, str) and raw_target.isascii() and raw_target.isdigit() and len(raw_target) < 10:
             raw_target = int(raw_target)
         if isinstance(raw_target, str):
             _check((*p, "targetPort"), port_name_error(raw_target))
@@ -1017,6 +1209,11 @@ def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, 
         replicas = 1
     if replicas < 0:
         raise ManifestError(("spec", "replicas"), f"must be 0 or more, got {replicas}")
+    if replicas > MAX_REPLICAS:  # each replica becomes a Pod: a bound on memory and time
+        raise ManifestError(
+            ("spec", "replicas"),
+            f"must be at most {MAX_REPLICAS:,} (the most Pods Kubernetes supports in a cluster), got {replicas:,}",
+        )
     template = _map(spec, "template", sp, required=True)
     tp: Path = ("spec", "template")
     tmeta = _map(template, "metadata", tp)

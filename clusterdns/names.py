@@ -112,11 +112,23 @@ def pod_ip(label: str) -> str | None:
     return str(ip)
 
 
+def _is_octet(label: str) -> bool:
+    """A decimal octet as an address label writes it: 1-3 ASCII digits, at most 255, no leading zero."""
+    return (
+        0 < len(label) <= 3
+        and label.isascii()
+        and label.isdigit()
+        and int(label) <= 255
+        and (label == "0" or label[0] != "0")
+    )
+
+
 def reverse_ip(labels: tuple[str, ...]) -> str | None:
     """The address of a full reverse name (`5.1.244.10.in-addr.arpa` labels), or None."""
     if len(labels) == 6 and labels[4:] == ("in-addr", "arpa"):
         octets = labels[:4]
-        if all(o.isdigit() and len(o) <= 3 and int(o) <= 255 and (o == "0" or not o.startswith("0")) for o in octets):
+        # ASCII digits only: str.isdigit also accepts '²' (byte 0xB2 read as Latin-1), which int() refuses.
+        if all(_is_octet(o) for o in octets):
             return ".".join(reversed(octets))
         return None
     if len(labels) == 34 and labels[32:] == ("ip6", "arpa"):

@@ -166,9 +166,9 @@ class Proxy:
                 "addresses": time.perf_counter() - applied,
                 "script bytes": len(text),
             }
-        except ProxyError as exc:
+        except Exception as exc:
             self.syncs["failure"] += 1
-            self.last_error = str(exc)
+            self.last_error = str(exc) if isinstance(exc, ProxyError) else f"{type(exc).__name__}: {exc}"
             raise
         self.syncs["success"] += 1
         self.last_error = ""

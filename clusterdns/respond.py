@@ -16,9 +16,11 @@ Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
+import dns.message
 import dns.rcode
 import dns.rdatatype
 
@@ -30,6 +32,7 @@ from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
 TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
+TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
 FORWARD = b"<forward>"  # respond()'s answer for "ask upstream"; a unique object, compared with `is`
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
@@ -205,9 +208,21 @@ class Responder:
         # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
         entry.forward = self.forwarding and (not ours or bool(answer.chase))
         if len(self.cache) >= CACHE_ENTRIES:
+            self._retire(self.cache.values())
             self.cache.clear()
         self.cache[key] = entry
         return entry
+
+    def _retire(self, entries: Iterable[_Entry]) -> None:
+        """Keep the answers counted in entries about to be dropped (the counters must never go back)."""
+        if self.stats is None:
+            return
+        retired = self.stats.retired
+        for entry in list(entries):
+            for e in (entry, *entry.truncated.values()):
+                udp, tcp = e.hits
+                retired[e.slots[0]] += udp
+                retired[e.slots[0] + 1] += tcp
 
     def chase_target(self, query: bytes) -> str:
         """For a query that respond() sent upstream: the out-of-zone CNAME target to resolve, or ""
@@ -223,6 +238,9 @@ class Responder:
         small = entry.truncated.get(limit)
         if small is None:
             small = _entry(entry.question, entry.answer, limit, entry.slots)
+            if len(entry.truncated) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
+                self._retire(entry.truncated.values())
+                entry.truncated.clear()
             entry.truncated[limit] = small
         return small
 
@@ -254,10 +272,14 @@ def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
     """Walk the answer, authority and additional sections after the question.
 
     Returns (payload, version, DO) of the OPT, () when there is none, None when the message is malformed
-    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section).
+    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section, OPT
+    options that don't fill its RDATA exactly or break their own rules, a record other than the OPT that
+    does not parse): FORMERR, as BIND answers. A record other than the OPT is rare in a query, and only
+    then is the whole message parsed by dnspython, which checks every RDATA by its type.
     """
     an, ns, ar = struct.unpack_from("!HHH", msg, 6)
     found: tuple[int, int, int] | tuple[()] = ()
+    others = False
     try:
         for index in range(an + ns + ar):
             start = i
@@ -269,10 +291,59 @@ def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
             if rtype == OPT:
                 if found or index < an + ns or msg[start] != 0:
                     return None
+                if rdlen and not _options_valid(msg, i - rdlen, i):
+                    return None
                 found = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
+            else:
+                others = True
     except (IndexError, ValueError, struct.error):
         return None
-    return found if i == len(msg) else None
+    if i != len(msg):
+        return None
+    if others:
+        try:
+            dns.message.from_wire(msg)
+        except Exception:  # whatever dnspython refuses: not a message we can trust
+            return None
+    return found
+
+
+_COOKIE, _ECS, _EDE = 10, 8, 15  # EDNS option codes (RFC 7873, RFC 7871, RFC 8914)
+
+
+def _options_valid(msg: bytes, i: int, end: int) -> bool:
+    """The OPT RDATA msg[i:end] is a sequence of options exactly filling it (RFC 6891 6.1.2), and the
+    options whose form a query must respect respect it, as BIND checks them: a COOKIE is a client cookie
+    of 8 bytes or one with a server cookie, 16-40 (RFC 7873 5.2.2); an ECS option's family is IPv4 or
+    IPv6, its source prefix fits the family, its address has exactly the prefix's bytes with no bit set
+    beyond it, and its scope is 0 (RFC 7871 6, 7.1.2); an EDE holds at least its 2-byte code."""
+    while i < end:
+        if i + 4 > end:
+            return False
+        code, length = struct.unpack_from("!HH", msg, i)
+        i += 4
+        if i + length > end:
+            return False
+        if code == _COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                return False
+        elif code == _ECS:
+            if not _ecs_valid(msg[i : i + length]):
+                return False
+        elif code == _EDE and length < 2:
+            return False
+        i += length
+    return True
+
+
+def _ecs_valid(data: bytes) -> bool:
+    if len(data) < 4:
+        return False
+    family, source, scope = struct.unpack_from("!HBB", data)
+    bits = 32 if family == 1 else 128 if family == 2 else 0
+    if not bits or source > bits or scope != 0 or len(data) - 4 != (source + 7) // 8:
+        return False
+    return not (source % 8 and data[-1] & (0xFF >> (source % 8)))  # no bit set beyond the source prefix
 
 
 def _badvers(query: bytes, qend: int, do: int) -> bytes:

@@ -3,7 +3,8 @@
 `serve()` is an async context manager that binds both sockets on one port and yields a `DNSServer`
 whose `responder` can be swapped at any time (a reload): each query reads it once, so it is answered
 wholly from the old snapshot or wholly from the new one. TCP follows RFC 7766: 2-byte length framing,
-many queries per connection answered in order, an idle timeout, a bound on open connections.
+many queries per connection answered in order, an idle timeout, a bound on open connections and a smaller
+one per client address; at the bound, the connection idle longest makes room for a new one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger("clusterdns.server")
 
 TCP_IDLE_TIMEOUT = 10.0  # seconds without a query before we close (RFC 7766 suggests some seconds)
 TCP_MAX_CONNECTIONS = 256
+TCP_MAX_PER_CLIENT = 32  # open connections from one address: one client can't take every slot
 
 
 class BindError(Exception):
@@ -43,6 +45,47 @@ class BindError(Exception):
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
+FAILURE_LOG_INTERVAL = 5.0  # seconds between two log lines for the same cause of failure
+QUERY_LOGGED = 512  # bytes of a failing query written to the log, in hex
+
+
+class FailureLog:
+    """Logs unexpected failures while answering: the first of each cause (exception type and the line that
+    raised it) with its traceback and the query, then nothing for that cause for `interval` seconds; the next
+    line says how many were suppressed meanwhile. Safe to call from the UDP thread and the event loop."""
+
+    def __init__(self, interval: float = FAILURE_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._causes: dict[tuple[str, str], tuple[float, int]] = {}  # cause -> (last logged, suppressed since)
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException, query: bytes) -> None:
+        cause = _cause(exc)
+        now = self.clock()
+        with self._lock:
+            last = self._causes.get(cause)
+            if last is not None and now - last[0] < self.interval:
+                self._causes[cause] = (last[0], last[1] + 1)
+                return
+            if len(self._causes) >= 1024:  # bounded: forget old causes rather than grow
+                self._causes.clear()
+            self._causes[cause] = (now, 0)
+        suppressed = last[1] if last is not None else 0
+        more = f" ({suppressed} more failure(s) like it not logged in the last {now - last[0]:.0f} s)" if last else ""
+        text = query[:QUERY_LOGGED].hex() + ("..." if len(query) > QUERY_LOGGED else "")
+        log.error("answering failed; replying SERVFAIL to query %s%s", text, more, exc_info=exc)
+
+
+def _cause(exc: BaseException) -> tuple[str, str]:
+    """An exception's type and the file and line that raised it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return type(exc).__name__, where
 
 
 @dataclass
@@ -59,16 +102,24 @@ class DNSServer:
     )
     _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
     query_log: QueryLog | None = None
+    failure_log: FailureLog = field(default_factory=lambda: FailureLog(), repr=False)
+    tcp_clients: dict[_TCPClient, None] = field(default_factory=dict, repr=False)  # open ones, oldest first
+    tcp_per_client: dict[str, int] = field(default_factory=dict, repr=False)  # open connections per address
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
     def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
-        """respond(), with any unexpected failure turned into SERVFAIL and logged once per query."""
+        """respond(), with any unexpected failure turned into SERVFAIL and logged, at most once per cause
+        every FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
         try:
             return self.responder.respond(query, tcp, forward)
-        except Exception:
-            self.failures += 1
-            log.exception("answering failed; replying SERVFAIL to query %s", query.hex())
-            return servfail(query)
+        except Exception as exc:
+            return self._failed(exc, query)
+
+    def _failed(self, exc: Exception, query: bytes) -> bytes | None:
+        """Count and log (rate-limited) an unexpected failure; the SERVFAIL to answer it with."""
+        self.failures += 1
+        self.failure_log.failed(exc, query)
+        return servfail(query)
 
     def may_recurse(self, client: str) -> bool:
         """Whether `client` may have names outside our zones resolved (--allow-recursion): not an open
@@ -99,11 +150,14 @@ class DNSServer:
         assert self.forwarder is not None
         started = time.perf_counter_ns()
         responder = self.responder
-        target = responder.chase_target(query)
-        if target:
-            reply = await chase(self.forwarder, responder, query, target, tcp)
-        else:
-            reply = await self.forwarder.forward(query, tcp)
+        try:
+            target = responder.chase_target(query)
+            if target:
+                reply = await chase(self.forwarder, responder, query, target, tcp)
+            else:
+                reply = await self.forwarder.forward(query, tcp)
+        except Exception as exc:  # as answer(): SERVFAIL, logged at most once per cause and interval
+            return self._failed(exc, query) or b""
         stats = self.responder.stats
         if stats is not None and reply:
             stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)
@@ -190,7 +244,7 @@ def _wake(sock: socket.socket) -> None:
 class _TCPClient(asyncio.Protocol):
     """One TCP client (RFC 7766): 2-byte length framing; every complete query in what arrives is answered
     at once, in order, in one write; forwarded queries are answered when they complete, maybe after later
-    ones. Closed after TCP_IDLE_TIMEOUT seconds without a query, and refused beyond TCP_MAX_CONNECTIONS.
+    ones. Closed after TCP_IDLE_TIMEOUT seconds without a query; see connection_made for the bounds.
     A Protocol rather than streams: no task, no await and no timer per query."""
 
     def __init__(self, server: DNSServer) -> None:
@@ -206,23 +260,50 @@ class _TCPClient(asyncio.Protocol):
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take the connection unless its address already holds TCP_MAX_PER_CLIENT of them; at
+        TCP_MAX_CONNECTIONS the connection idle longest is closed to make room (one with forwarded queries
+        still to answer is not idle), so that no client holding or churning connections shuts out another."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.server.tcp_connections >= TCP_MAX_CONNECTIONS:
-            transport.close()
-            return
-        self.server.tcp_connections += 1
-        self.counted = True
+        server = self.server
         self.peer = transport.get_extra_info("peername")
         self.client = str(self.peer[0]) if self.peer else ""
+        if server.tcp_per_client.get(self.client, 0) >= TCP_MAX_PER_CLIENT:
+            transport.close()
+            return
+        if server.tcp_connections >= TCP_MAX_CONNECTIONS:
+            idle = [c for c in server.tcp_clients if not c.pending]
+            if not idle:
+                transport.close()
+                return
+            oldest = min(idle, key=lambda c: c.last)
+            oldest._release()
+            assert oldest.transport is not None
+            oldest.transport.close()
+        server.tcp_connections += 1
+        server.tcp_per_client[self.client] = server.tcp_per_client.get(self.client, 0) + 1
+        server.tcp_clients[self] = None
+        self.counted = True
         loop = asyncio.get_running_loop()
         self.last = loop.time()
         self.timer = loop.call_later(TCP_IDLE_TIMEOUT, self._idle)
 
+    def _release(self) -> None:
+        """Stop counting this connection (closed, or being closed to make room)."""
+        if not self.counted:
+            return
+        self.counted = False
+        server = self.server
+        server.tcp_connections -= 1
+        server.tcp_clients.pop(self, None)
+        left = server.tcp_per_client.get(self.client, 1) - 1
+        if left:
+            server.tcp_per_client[self.client] = left
+        else:
+            server.tcp_per_client.pop(self.client, None)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.counted:
-            self.server.tcp_connections -= 1
-            self.counted = False
+        self._release()
         if self.timer is not None:
             self.timer.cancel()
 

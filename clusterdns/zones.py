@@ -21,12 +21,12 @@ from typing import Any
 
 from clusterdns.allocate import Store
 from clusterdns.manifests import (
+    FileLocator,
     FileResult,
     Piece,
     Problem,
     find_files,
     join_pieces,
-    locate_in_file,
     parse_file,
     parse_piece,
     piece_documents,
@@ -226,7 +226,7 @@ class Zones:
 
     def load(self, now: float) -> Registry:
         with paused_gc():
-            return build(self.scan(), self.config, self.store, now, locate=locate_in_file, memo=self.memo)
+            return build(self.scan(), self.config, self.store, now, locate=FileLocator(), memo=self.memo)
 
 
 @contextlib.contextmanager

@@ -9,12 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from clusterdns.allocate import Claim, IPSpace, Store
+from clusterdns.allocate import Claim, IPSpace, PortSpace, Refusal, Store, assign
 from clusterdns.registry import Config, Registry
 from clusterdns.zones import Zones
 
@@ -573,3 +574,78 @@ def test_processes_started_together_agree(write_zones: WriteZones, load: Load, t
     again = load(state=state, config=DUAL_STACK)
     assert {f"{ns}/{n}": list(s.cluster_ips) for (ns, n), s in again.services.items()} == outputs[0]["services"]
     assert {f"{ns}/{n}": list(p.ips) for (ns, n), p in again.pods.items()} == outputs[0]["pods"]
+
+
+# --- full pools ----------------------------------------------------------------------------------------
+
+
+def test_full_pod_network_refuses_the_pods_beyond_it(write_zones: WriteZones, load: Load) -> None:
+    """Pods beyond a full pod network are each a problem saying how many need addresses and how many the
+    network has; the others get distinct addresses from it."""
+    write_zones({"a.yaml": deployment(replicas=20)})
+    registry = load(config=Config(pod_cidrs=("10.244.0.0/28",)))
+    message = "pod network 10.244.0.0/28 is full: 20 Pods need addresses, 14 available"
+    assert len(registry.problems) == 6
+    assert all(str(p).endswith(f": status.podIP: {message}") for p in registry.problems), problems(registry)
+    ips = {p.ips[0] for p in registry.pods.values()}
+    assert len(registry.pods) == len(ips) == 14
+
+
+def test_full_service_network_refuses_the_services_beyond_it(write_zones: WriteZones, load: Load) -> None:
+    """Services beyond a full service network (the lower band included) are each refused, in order."""
+    write_zones({"a.yaml": "".join(service(f"svc-{i:02}") for i in range(20))})
+    registry = load(config=Config(service_cidrs=("10.0.0.0/28",)))
+    message = "service network 10.0.0.0/28 is full: 22 cluster IPs needed, 14 available"  # with the 2 built in
+    assert problems(registry) == [
+        f"zones/a.yaml:{6 + 8 * i}: Service default/svc-{i:02}: spec.clusterIP: {message}" for i in range(12, 20)
+    ]
+    assert len({s.cluster_ip for s in registry.services.values()}) == 14
+
+
+def test_full_node_port_range_refuses_the_services_beyond_it(write_zones: WriteZones, load: Load) -> None:
+    """NodePort Services beyond the 2,768 node ports of 30000-32767 are refused, the others get ports."""
+    ports = "\n".join(f"- name: p{i}\n  port: {1000 + i}" for i in range(100))
+    write_zones({"a.yaml": "".join(service(f"np-{i:02}", "type: NodePort", ports) for i in range(30))})
+    started = time.perf_counter()
+    registry = load()
+    assert time.perf_counter() - started < 20
+    refused = sorted({p.subject for p in registry.problems})
+    assert refused == [f"Service default/np-{i:02}" for i in range(27, 30)]
+    assert (
+        registry.problems[0].message == "node port range 30000-32767 is full: 3,000 node ports needed, 2,768 available"
+    )
+
+
+def test_deployment_larger_than_the_pod_network_loads_in_seconds(write_zones: WriteZones, load: Load) -> None:
+    """A Deployment of 65,536 replicas in a /16 pod network: 65,534 Pods run and the 2 beyond are refused,
+    in seconds (probing the whole full range again for each claim never finished)."""
+    write_zones({"a.yaml": deployment(replicas=65_536)})
+    started = time.perf_counter()
+    registry = load()
+    assert time.perf_counter() - started < 30
+    assert len(registry.pods) == 65_534
+    assert [p.message for p in registry.problems] == [
+        "pod network 10.244.0.0/16 is full: 65,536 Pods need addresses, 65,534 available"
+    ] * 2
+
+
+def test_replicas_bounded(write_zones: WriteZones, load: Load) -> None:
+    """More replicas than a cluster can hold Pods is a problem of the workload, found before any Pod is made."""
+    write_zones({"a.yaml": deployment(replicas=1_000_000_000)})
+    assert problems(load()) == [
+        "zones/a.yaml:7: Deployment default/web: spec.replicas: must be at most 150,000 (the most Pods Kubernetes "
+        "supports in a cluster), got 1,000,000,000"
+    ]
+
+
+def test_assign_is_linear_beyond_a_full_space() -> None:
+    """10,000 claims on a space of 100 values: 100 values and 9,900 refusals, without probing the range again."""
+    space = PortSpace(30000, 30099)
+    claims: list[Claim] = [(f"svc-{i}", space, None) for i in range(10_000)]
+    started = time.perf_counter()
+    result = assign(claims, {}, "node-port")
+    assert time.perf_counter() - started < 2
+    values = [v for v in result.values() if isinstance(v, str)]
+    assert sorted(values) == [str(p) for p in range(30000, 30100)]
+    refusals = {v.message for v in result.values() if isinstance(v, Refusal)}
+    assert refusals == {"node port range 30000-30099 is full: 10,000 node ports needed, 100 available"}

@@ -3,6 +3,7 @@ by whole RRsets, and the header guard; raw bytes over real UDP and TCP sockets o
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import struct
@@ -17,6 +18,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
+from conftest import write_files
 from dns_helpers import (
     DNS,
     TIMEOUT,
@@ -30,7 +32,10 @@ from dns_helpers import (
     slice_of,
 )
 
+import clusterdns.respond
 import clusterdns.server
+from clusterdns.forward import Forwarder, Upstream
+from clusterdns.metrics import Stats, zone_labels
 from clusterdns.registry import Config
 from clusterdns.respond import Responder
 
@@ -220,20 +225,81 @@ def test_tcp_trickle_does_not_keep_a_connection(server: DNS, monkeypatch: pytest
         assert time.monotonic() - started < TIMEOUT
 
 
-def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Beyond the bound on open TCP connections a new one is closed at once; the open ones keep working."""
-    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 2)
+def connect(server: DNS, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=TIMEOUT, source_address=(source, 0))
+
+
+def round_trip(sock: socket.socket) -> bytes | None:
+    """One query for my-nginx on an open connection; its reply, or None when the server closed it."""
     q = make_query(NGINX, "A").to_wire()
-    framed = struct.pack("!H", len(q)) + q
-    held = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(2)]
     try:
-        for sock in held:  # a round trip on each: both are open and counted
-            sock.sendall(framed)
-            assert read_framed(sock) is not None
-        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as extra:
-            assert closed_by_server(extra, framed)
-        held[0].sendall(framed)
-        assert read_framed(held[0]) is not None
+        sock.sendall(struct.pack("!H", len(q)) + q)
+        return read_framed(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def test_tcp_connection_bound(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the bound on open TCP connections a new one is taken and the one idle longest is closed; the
+    others keep working."""
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 2)
+    held = [connect(server) for _ in range(2)]
+    try:
+        for sock in held:  # a round trip on each: both are open and counted, the first idle longest
+            assert round_trip(sock) is not None
+        with connect(server) as extra:
+            assert round_trip(extra) is not None
+            assert closed_by_server(held[0])
+            assert round_trip(held[1]) is not None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_one_address_cannot_take_every_slot(server: DNS) -> None:
+    """256 idle connections from one address hold only its share (32); another client still gets answers
+    over TCP, and the held ones that were taken keep working."""
+    held = [connect(server) for _ in range(256)]
+    try:
+        assert round_trip(held[0]) is not None
+        with connect(server, "127.0.0.2") as other:
+            assert round_trip(other) is not None
+        assert closed_by_server(held[-1])  # beyond the address's share: closed at once
+        assert round_trip(held[1]) is not None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_churning_client_does_not_shut_out_others(server: DNS) -> None:
+    """A client that keeps opening connections without closing them is held to its share, however many it
+    opens; a client from another address is answered all along."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            held.extend(connect(server, "127.0.0.3") for _ in range(40))
+            with connect(server, "127.0.0.4") as other:
+                assert round_trip(other) is not None, f"shut out after {len(held)} connections"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_tcp_oldest_idle_closed_to_make_room(server: DNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every slot taken by idle connections from different addresses, a new client is answered and the
+    connection idle longest is the one closed."""
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(clusterdns.server, "TCP_MAX_PER_CLIENT", 1)
+    held = [connect(server, f"127.0.0.{i}") for i in range(10, 14)]
+    try:
+        for sock in held:
+            assert round_trip(sock) is not None
+        assert round_trip(held[0]) is not None  # the first is now the most recently active
+        with connect(server, "127.0.0.20") as newcomer:
+            assert round_trip(newcomer) is not None
+            assert closed_by_server(held[1])
+            for sock in (held[0], held[2], held[3]):
+                assert round_trip(sock) is not None
     finally:
         for sock in held:
             sock.close()
@@ -445,6 +511,65 @@ MALFORMED = [
 ]
 
 
+def with_options(*options: tuple[int, bytes], rdlen: int | None = None) -> bytes:
+    """The EDNS query for my-nginx with these (code, data) options in its OPT, `rdlen` its RDATA length."""
+    rdata = b"".join(struct.pack("!HH", code, len(data)) + data for code, data in options)
+    return raw(edns=True)[:-2] + struct.pack("!H", len(rdata) if rdlen is None else rdlen) + rdata
+
+
+def with_additional(record: bytes) -> bytes:
+    """The EDNS query for my-nginx with `record` (owner, type, class, TTL, RDATA) before its OPT."""
+    wire = bytearray(raw(edns=True))
+    struct.pack_into("!H", wire, 10, 2)
+    return bytes(wire[:-11] + record + wire[-11:])
+
+
+def record(rtype: int, rdata: bytes, owner: bytes = b"\x00") -> bytes:
+    return owner + struct.pack("!HHIH", rtype, 1, 0, len(rdata)) + rdata
+
+
+ECS, COOKIE, EDE, A_TYPE, CNAME_TYPE = 8, 10, 15, 1, 5
+MALFORMED += [
+    pytest.param(with_options((COOKIE, b"12345678"))[:-3], id="OPT option cut short"),
+    pytest.param(with_options(rdlen=8) + struct.pack("!HH", 65001, 8) + b"1234", id="option length past the RDATA"),
+    pytest.param(with_options(rdlen=3) + b"\x00\x0a\x00", id="option header cut short"),
+    pytest.param(with_options((COOKIE, b"12345")), id="COOKIE of 5 bytes"),
+    pytest.param(with_options((COOKIE, b"x" * 12)), id="COOKIE of 12 bytes"),
+    pytest.param(with_options((COOKIE, b"x" * 41)), id="COOKIE of 41 bytes"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 3, 0, 0))), id="ECS family 3"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 33, 0) + b"\x01" * 5)), id="ECS prefix 33 for IPv4"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 8, 0) + b"\x01\x02")), id="ECS address too long"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 8, 8) + b"\x01")), id="ECS scope not 0"),
+    pytest.param(with_options((ECS, struct.pack("!HBB", 1, 7, 0) + b"\x03")), id="ECS bits past the prefix"),
+    pytest.param(with_options((ECS, b"\x00\x01")), id="ECS cut short"),
+    pytest.param(with_options((EDE, b"\x00")), id="EDE of 1 byte"),
+    pytest.param(with_additional(record(A_TYPE, b"\x01\x02\x03")), id="A record of 3 bytes in additional"),
+    pytest.param(with_additional(record(CNAME_TYPE, b"\x03abc")), id="CNAME whose name runs out"),
+    pytest.param(with_additional(record(CNAME_TYPE, b"\xc0\xff")), id="CNAME pointing past the end"),
+]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(with_options((COOKIE, b"12345678")), id="client COOKIE"),
+        pytest.param(with_options((COOKIE, b"x" * 24)), id="client and server COOKIE"),
+        pytest.param(with_options((ECS, struct.pack("!HBB", 1, 24, 0) + b"\x0a\x00\x01")), id="ECS /24"),
+        pytest.param(with_options((ECS, struct.pack("!HBB", 2, 0, 0))), id="ECS ::/0"),
+        pytest.param(with_options((65001, b"anything"), (12, b"\x00" * 7)), id="unknown option and padding"),
+        pytest.param(with_additional(record(A_TYPE, b"\x01\x02\x03\x04")), id="an A record in additional"),
+    ],
+)
+def test_wellformed_options_and_records_answered(server: DNS, wire: bytes) -> None:
+    """Well-formed options, and well-formed records beside the OPT, are answered as the plain query is."""
+    for tcp in (False, True):
+        reply = server.exchange(wire, tcp=tcp)
+        assert reply is not None
+        msg = decode(reply)
+        assert msg.rcode() == dns.rcode.NOERROR
+        assert [rd.to_text() for rrset in msg.answer for rd in rrset] == ["10.0.0.50"]
+
+
 @pytest.mark.parametrize("wire", MALFORMED)
 @pytest.mark.parametrize("flags", [RD, CD, RD | CD, 0])
 def test_malformed_formerr(udp: UDPClient, wire: bytes, flags: int) -> None:
@@ -521,9 +646,95 @@ def test_survives_fuzz(server: DNS, udp: UDPClient) -> None:
     assert_still_answering(server)
 
 
+def reverse_query(first: bytes, qtype: int = dns.rdatatype.PTR) -> bytes:
+    """A PTR query whose first label is the raw bytes `first`, under 0.0.10.in-addr.arpa (ours)."""
+    name = bytes([len(first)]) + first + b"".join(bytes([len(x)]) + x for x in (b"0", b"0", b"10", b"in-addr", b"arpa"))
+    return struct.pack("!HHHHHH", 77, RD, 1, 0, 0, 0) + name + b"\x00" + struct.pack("!HH", qtype, 1)
+
+
+@pytest.mark.parametrize("label", [b"\xb2", b"\xb9", b"1\xb2", b"\xbc", b"\xd9\xa1"])
+def test_reverse_label_with_non_ascii_digit(server: DNS, label: bytes) -> None:
+    """A reverse name whose label holds a byte that Latin-1 reads as a digit (0xB2 is '²') is answered like
+    any other name that is not an address, over UDP and TCP, without an unexpected failure."""
+    for tcp in (False, True):
+        reply = exchange_undecoded(server, reverse_query(label), tcp)
+        other = exchange_undecoded(server, reverse_query(b"x"), tcp)
+        assert header(reply)[1] & 0x000F == header(other)[1] & 0x000F != dns.rcode.SERVFAIL
+
+
+def exchange_undecoded(server: DNS, wire: bytes, tcp: bool) -> bytes:
+    """One reply, not decoded: dnslib reads only UTF-8 labels, and the question comes back as asked."""
+    if tcp:
+        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(struct.pack("!H", len(wire)) + wire)
+            data = b""
+            while len(data) < 2 or len(data) < 2 + struct.unpack_from("!H", data)[0]:
+                chunk = sock.recv(65535)
+                assert chunk, "closed without a reply"
+                data += chunk
+            return data[2:]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendto(wire, (server.host, server.port))
+        return sock.recv(65535)
+
+
+def test_reverse_ip_ascii_digits_only() -> None:
+    """names.reverse_ip reads only ASCII digits as numbers (and nibbles as hex digits)."""
+    from clusterdns import names
+
+    arpa = ("in-addr", "arpa")
+    assert names.reverse_ip(("5", "1", "244", "10", *arpa)) == "10.244.1.5"
+    for bad in ("\xb2", "\xb9", "\u0661", "\uff11", "", "1234", "256", "01"):
+        assert names.reverse_ip((bad, "1", "244", "10", *arpa)) is None, bad
+    nibbles = tuple("1" + "0" * 31)
+    assert names.reverse_ip((*nibbles, "ip6", "arpa")) == "::1"
+    assert names.reverse_ip(("\xb2", *nibbles[1:], "ip6", "arpa")) is None
+
+
+def broken_server(tmp_path: Path) -> ServerThread:
+    """A server on an empty zone whose every lookup raises."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone = load_zone(zones, Config())
+
+    def broken(labels: tuple[str, ...], qtype: int, depth: int = 0) -> None:
+        raise RuntimeError("injected failure")
+
+    zone.lookup = broken  # type: ignore[method-assign,assignment]
+    return ServerThread(Responder(zone), "127.0.0.1", 0)
+
+
+def test_unexpected_failures_logged_at_most_once_per_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Repeated failures of one cause are all answered SERVFAIL but logged once per interval; the next line
+    after the interval counts the ones not logged."""
+    thread = broken_server(tmp_path)
+    server = thread.start()
+    assert thread.server is not None
+    now = [1000.0]
+    thread.server.failure_log.clock = lambda: now[0]
+    try:
+        for i in range(50):
+            q = make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False)
+            reply = server.exchange(q.to_wire(), tcp=i % 2 == 1)
+            assert reply is not None and decode(reply).rcode() == dns.rcode.SERVFAIL
+        logged = [r for r in caplog.records if r.name == "clusterdns.server"]
+        assert len(logged) == 1
+        assert logged[0].exc_info is not None  # the one line has the traceback
+        now[0] += 10
+        reply = server.exchange(make_query(NGINX, "A", edns=False).to_wire())
+        assert reply is not None and decode(reply).rcode() == dns.rcode.SERVFAIL
+        logged = [r.getMessage() for r in caplog.records if r.name == "clusterdns.server"]
+        assert len(logged) == 2
+        assert "(49 more failure(s) like it not logged in the last 10 s)" in logged[1]
+        assert thread.server.failures == 51
+    finally:
+        thread.stop()
+
+
 def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A failure inside the handler is answered SERVFAIL with RD and CD copied, logged once with the query,
-    and the server goes on answering, over UDP and TCP."""
+    """A failure inside the handler is answered SERVFAIL with RD and CD copied, logged once with the query
+    (not again for the same cause right after), and the server goes on answering, over UDP and TCP."""
     zones = tmp_path / "zones"
     zones.mkdir()
     zone = load_zone(zones, Config())
@@ -546,7 +757,7 @@ def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFi
             assert header(reply)[1] & (QR | RD | CD) == QR | RD | CD
         assert thread.server is not None and thread.server.failures == 3
         logged = [r.getMessage() for r in caplog.records if r.name == "clusterdns.server"]
-        assert logged == [f"answering failed; replying SERVFAIL to query {h}" for h in sent]
+        assert logged == [f"answering failed; replying SERVFAIL to query {sent[0]}"]
     finally:
         thread.stop()
 
@@ -554,3 +765,59 @@ def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_still_answering_after_all(server: DNS) -> None:
     """After every bad packet of this module a valid query over UDP and over TCP is answered."""
     assert_still_answering(server)
+
+
+def test_truncated_forms_bounded(tmp_path: Path) -> None:
+    """A question asked with each of the 720 EDNS UDP sizes that truncate it keeps at most 16 truncated
+    answers, each still right."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write_files(zones, {"big.yaml": slice_of("big", 5, 100)})
+    responder = Responder(load_zone(zones, Config()))
+    for payload in range(513, 1233):
+        reply = responder.respond(make_query("big.default.svc.cluster.local.", "A", payload=payload).to_wire())
+        assert reply is not None and len(reply) <= payload and decode(reply).flags & dns.flags.TC
+    assert max(len(e.truncated) for e in responder.cache.values()) <= clusterdns.respond.TRUNCATED_FORMS
+
+
+def test_answers_stay_counted_when_the_answer_cache_is_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the answer cache reaches its bound and is emptied, the answers counted in its entries are kept:
+    the request counter for /metrics never goes back."""
+    monkeypatch.setattr(clusterdns.respond, "CACHE_ENTRIES", 3)
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    stats = Stats(zone_labels("cluster.local"))
+    responder = Responder(load_zone(zones, Config()), stats)
+    sent = 0
+    for i in range(10):
+        for _ in range(5):  # the first is a miss, the rest are answered from the cache entry
+            assert responder.respond(make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False).to_wire())
+            sent += 1
+        assert sum(stats.totals()[: stats.requests]) == sent
+
+
+class BrokenForwarder(Forwarder):
+    """A forwarder that fails in a way nobody foresaw (a fake written as a class, no upstream reached)."""
+
+    async def forward(self, query: bytes, tcp: bool = False) -> bytes:
+        raise RuntimeError("injected forwarding failure")
+
+
+async def test_forwarding_failure_servfail_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected failure while forwarding is answered SERVFAIL over UDP and TCP (not left unanswered,
+    nor logged as a task exception never retrieved), logged once for repeats of the same cause."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    responder = Responder(load_zone(zones, Config()), forwarding=True)
+    forwarder = BrokenForwarder([Upstream("192.0.2.1")])  # never asked: forward() fails first
+    async with clusterdns.server.serve(responder, forwarder=forwarder) as server:
+        dns_server = DNS(server.host, server.port)
+        for tcp in (False, True, False, True):
+            q = make_query("example.com.", "A")
+            reply = await asyncio.to_thread(dns_server.exchange, q.to_wire(), tcp)
+            assert reply is not None
+            assert (decode(reply).id, decode(reply).rcode()) == (q.id, dns.rcode.SERVFAIL)
+        assert server.failures == 4
+    logged = [r for r in caplog.records if r.name == "clusterdns.server"]
+    assert len(logged) == 1 and "injected forwarding failure" in str(logged[0].exc_info)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -4,6 +4,7 @@ are rewritten under load."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -20,6 +21,12 @@ import pytest
 from conftest import write_files
 from dns_helpers import check, lines, zone_line
 from test_serve import Served, metric, until
+
+from clusterdns.allocate import Store
+from clusterdns.daemon import Daemon, Options
+from clusterdns.health import REASONS, serve_http
+from clusterdns.registry import Config
+from clusterdns.zones import Zones
 
 ZONE = "cluster.local"
 ALPHA = f"alpha.default.svc.{ZONE}"
@@ -461,4 +468,107 @@ def test_no_query_lost_or_wrong_during_reloads(start: Callable[..., Served], zon
     assert problems == [], "\n".join(problems[:20])
     assert len(seen_flips) == 2, f"the checker should see both versions of {FLIP}: {dict(seen_flips)}"
     assert reloads(served) - before >= 10, "the rewrites should have reloaded the zones many times"
+    assert served.metric("clusterdns_reloads_total", result="failure") == 0
+
+
+async def test_reload_failing_for_any_reason_is_counted_shown_and_survived(
+    tmp_path: Path, zones: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that fails with an unexpected exception (the state database closed under it) is counted in
+    clusterdns_reloads_total{result="failure"}, shown in /ready's detail and logged once; the previous
+    registry stays, and the next reload runs, succeeds and clears the detail."""
+    monkeypatch.setenv("CLUSTERDNS_NO_GC_FREEZE", "1")
+    store = Store(str(tmp_path / "state"))
+    daemon = Daemon(Zones(str(zones), Config(), store), Options(http=None))
+    daemon.load()
+    daemon.ready = True
+    store.db.close()
+    (zones / "beta.yaml").write_text(service("beta", "10.0.3.1"))
+    await daemon.reload()
+    assert daemon.registry is not None and ("default", "beta") not in daemon.registry.services
+    reloads_metric = dict(daemon._gauges()["clusterdns_reloads"][3])
+    assert reloads_metric == {("success",): 0, ("failure",): 1}
+    status, _, body = daemon._ready()
+    assert status == 200
+    assert body.decode().splitlines()[:2] == [
+        "ready",
+        "last reload failed, serving the registry loaded before it: "
+        "ProgrammingError: Cannot operate on a closed database.",
+    ]
+    failed = [r for r in caplog.records if "reload failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+
+    daemon.zones.store = Store(str(tmp_path / "state"))
+    await daemon.reload()
+    assert daemon.reloads == {"success": 1, "failure": 1}
+    assert ("default", "beta") in daemon.registry.services
+    assert daemon._ready()[2] == b"ready\n"
+    daemon.zones.store.close()
+
+
+def test_serve_starts_with_a_deeply_nested_file(start: Callable[..., Served], zones: Path) -> None:
+    """A file nested 400 levels deep (and a 50,000-deep JSON array) does not stop serve from starting: the
+    other files answer and /ready names the files and lines; a live edit to such a file is a problem too."""
+    deep = "kind: ConfigMap\ndata:\n" + "".join(" " * (2 * i + 2) + f"k{i}:\n" for i in range(400))
+    (zones / "deep.yaml").write_text(deep)
+    (zones / "deep.json").write_text("[" * 50_000 + "]" * 50_000)
+    served = start()
+    assert served.addresses(ALPHA) == {"10.0.1.1"}
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200
+    assert f"{zones}/deep.yaml:102: collections nested more than 100 deep" in detail
+    assert f"{zones}/deep.json:1: collections nested more than 100 deep" in detail
+    (zones / "alpha.yaml").write_text(deep.replace("k1:", "k1:", 1))
+    until(lambda: (r := served.http("/ready")) and f"{zones}/alpha.yaml:102: " in r[1], 5, "/ready lists alpha.yaml")
+    assert served.metric("clusterdns_reloads_total", result="failure") == 0
+    assert "Traceback" not in served.stderr()
+
+
+async def http_raw(port: int, request: bytes) -> bytes:
+    """Send `request` to 127.0.0.1:port as it is and read the whole response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, id="request line of 20 kB"),
+        pytest.param(b"GET /health HTTP/1.1\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n", 431, id="one header of 20 kB"),
+        pytest.param(b"GET /health HTTP/1.1\r\n" + b"X-H: 1234567890\r\n" * 600 + b"\r\n", 431, id="600 headers"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200, id="a plain request"),
+        pytest.param(b"GET /health HTTP/1.0\r\n\r\n", 200, id="no headers"),
+    ],
+)
+async def test_http_oversized_requests_get_414_or_431(request_bytes: bytes, status: int) -> None:
+    """A request line longer than 8 kB is answered 414, headers past 8 kB 431 (not closed unanswered)."""
+    server = await serve_http("127.0.0.1", 0, {"/health": lambda: (200, "text/plain", b"OK\n")})
+    try:
+        port = server.sockets[0].getsockname()[1]
+        response = await http_raw(port, request_bytes)
+        assert response.split(b"\r\n", 1)[0].decode() == f"HTTP/1.1 {status} {REASONS[status]}"
+    finally:
+        server.close()
+
+
+def test_workload_larger_than_its_pool_does_not_stop_reloads(start: Callable[..., Served], zones: Path) -> None:
+    """A Deployment with more replicas than the pod network holds is loaded in a live reload (the Pods
+    beyond it are problems in /ready), and an edit made after it is answered: reloads go on."""
+    served = start("--pod-cidr", "10.244.0.0/18")  # 16,382 addresses
+    before = reloads(served)
+    (zones / "huge.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: huge\nspec:\n  replicas: 20000\n"
+        "  selector:\n    matchLabels: {app: huge}\n  template:\n    metadata:\n      labels: {app: huge}\n"
+        "    spec:\n      containers:\n      - name: c\n        image: nginx\n"
+    )
+    until(lambda: reloads(served) > before, 30, "the reload with 20,000 replicas")
+    status, detail = served.http("/ready") or (0, "")
+    assert status == 200
+    assert detail.count("pod network 10.244.0.0/18 is full: 20,000 Pods need addresses, 16,382 available") == 3618
+    (zones / "alpha.yaml").write_text(service("alpha", "10.0.1.7"))
+    served.wait_addresses(ALPHA, {"10.0.1.7"}, within=30)
     assert served.metric("clusterdns_reloads_total", result="failure") == 0

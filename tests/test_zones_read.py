@@ -48,6 +48,11 @@ FILES = {
     "declined.yaml": "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: Bad_Name\nspec:\n  ports:\n  - port: 80\n"
     + "".join(service(600 + i) for i in range(40))
     + "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: [:x]\n",
+    # a document nested 400 deep in a later piece: the helper refuses it, the file is read whole here
+    "deep.yaml": "".join(service(700 + i) for i in range(40))
+    + "---\nkind: ConfigMap\ndata:\n"
+    + "".join(" " * (2 * i + 2) + f"k{i}:\n" for i in range(400))
+    + "".join(service(800 + i) for i in range(40)),
 }
 
 
@@ -93,4 +98,6 @@ def test_two_processes_read_what_one_reads(directory: list[tuple[int, str]], mon
     assert len(by_name["bad.yaml"].objects) == 120
     assert len(by_name["scalar.yaml"].objects) == 61
     assert len(by_name["list.json"].objects) == 50
-    assert by_name["unreadable.yaml"].problems[0].message.startswith("cannot read file")
+    assert by_name["unreadable.yaml"].problems[0].message.startswith("not UTF-8: byte 0xff")
+    assert [p.message for p in by_name["deep.yaml"].problems] == ["collections nested more than 100 deep"]
+    assert len(by_name["deep.yaml"].objects) == 80

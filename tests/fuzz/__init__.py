@@ -1,0 +1,1 @@
+"""A seeded, bounded fuzzer for clusterdns: see fuzz.py."""
