@@ -486,13 +486,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-            def on_hup(_signum: int, _frame: object) -> None:
-                try:
-                    server.responder = reload()
-                except Exception:
-                    log.exception("worker %d: reload failed; keeping the previous registry", os.getpid())
-
-            signal.signal(signal.SIGHUP, on_hup)
+            signal.signal(signal.SIGHUP, _WorkerReload(server, reload))
             sockets.tcp.close()
             if server.query_log is not None:
                 server.query_log = server.query_log.reopen()
@@ -510,3 +504,32 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _WorkerReload:
+    """A worker's SIGHUP handler. Python runs it between any two bytecodes of the main thread, also in the
+    middle of a reload: then it only asks the running reload to go round once more, so that loads never
+    nest (they share one SQLite connection) and the last SIGHUP is never lost."""
+
+    def __init__(self, server: DNSServer, reload: Callable[[], Responder]) -> None:
+        self.server = server
+        self.reload = reload
+        self.running = False
+        self.again = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        if self.running:
+            self.again = True
+            return
+        self.running = True
+        try:
+            while True:
+                self.again = False
+                try:
+                    self.server.responder = self.reload()
+                except Exception:
+                    log.exception("worker %d: reload failed; keeping the previous registry", os.getpid())
+                if not self.again:
+                    return
+        finally:
+            self.running = False

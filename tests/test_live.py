@@ -275,6 +275,24 @@ def test_reload_reaches_every_worker(start: Callable[..., Served], zones: Path) 
             os.kill(stopped, signal.SIGCONT)
 
 
+def test_worker_reloads_do_not_nest(start: Callable[..., Served], zones: Path) -> None:
+    """A burst of SIGHUPs to a worker while it reloads makes it reload again after, never inside, the running
+    load: no reload fails, and the worker ends on the newest files."""
+    served = start("--workers", "2")
+    (worker,) = served.children()
+    for i in range(5):
+        (zones / "alpha.yaml").write_text(service("alpha", f"10.0.1.{10 + i}"))
+        for _ in range(20):
+            os.kill(worker, signal.SIGHUP)
+    served.wait_addresses(ALPHA, {"10.0.1.14"})
+    os.kill(served.proc.pid, signal.SIGSTOP)  # only the worker answers now
+    try:
+        served.wait_addresses(ALPHA, {"10.0.1.14"}, within=5)
+    finally:
+        os.kill(served.proc.pid, signal.SIGCONT)
+    assert "reload failed" not in served.stderr()
+
+
 # --- health and metrics --------------------------------------------------------------------------------
 
 
