@@ -290,12 +290,13 @@ class Daemon:
             answered = sum(totals[: self.stats.requests]) - totals[self.stats.forward_slot]
             server = f"dns://{self.server.host}:{self.server.port}"
             responder = self.server.responder
-            denial = sum(1 for e in responder.cache.values() if not e.answer.answer)
+            entries = list(responder.cache.values())  # one C call, which the answering thread can't interleave
+            denial = sum(1 for e in entries if not e.answer.answer)
             out["coredns_cache_entries"] = (
                 "gauge",
                 "The number of elements in the cache.",
                 ("server", "type"),
-                [((server, "success"), len(responder.cache) - denial), ((server, "denial"), denial)],
+                [((server, "success"), len(entries) - denial), ((server, "denial"), denial)],
             )
             out["coredns_cache_hits"] = (
                 "counter",

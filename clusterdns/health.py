@@ -77,8 +77,8 @@ async def _handle(routes: Mapping[str, Route], reader: asyncio.StreamReader, wri
     elif method not in ("GET", "HEAD"):
         status, ctype, body = 405, "text/plain; charset=utf-8", b"only GET\n"
     else:
-        try:
-            status, ctype, body = route()
+        try:  # in a thread: a scrape that waits for worker processes never holds up TCP answers or forwarding
+            status, ctype, body = await asyncio.to_thread(route)
         except Exception:
             log.exception("%s failed", path)
             status, ctype, body = 503, "text/plain; charset=utf-8", b"internal error\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import mmap
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -61,7 +62,8 @@ class Stats:
     """Counters for `processes` processes; `zones` are the zone label values (the last is ".").
 
     Requests and responses are counted exactly: answers from the answer cache by a counter in their
-    cache entry (`live` reads them at scrape time), everything else here. The duration histogram
+    cache entry (one for UDP, bumped only by the UDP thread, one for TCP, only by the event loop; `live`
+    reads them at scrape time), everything else here, in a list of counters per thread. The duration histogram
     observes every answer that had to be built and every forwarded one, but only one cached answer in
     SAMPLE: reading the clock twice for each cached answer would cost the answer path more than the few
     percent counting may take. Its _count is therefore smaller than the request count; its quantiles
@@ -85,17 +87,33 @@ class Stats:
         # [0]: the last publication the main process asked for; [1 + p]: the last one process p made
         self._control_map = mmap.mmap(-1, 8 * (1 + processes))
         self.control = memoryview(self._control_map).cast("Q")
-        self.counts = [0] * self.block  # this process' counters: list items are the cheapest to bump
+        # This process' counters, one list per thread that counts (the UDP thread, the event loop): list
+        # items are the cheapest to bump, and a thread that only bumps its own list loses no count to another.
+        self._lists: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
         self.countdown = 0  # cached answers until the next one whose duration is observed
         self.live: Callable[[], list[tuple[int, int, int]]] | None = None  # (slot, udp, tcp) of cache entries
-        self.retired: list[int] = [0] * self.block  # entry counts of answer caches no longer in use
         self.index = 0  # this process' block in `shared`
+
+    @property
+    def counts(self) -> list[int]:
+        """The calling thread's own counters."""
+        mine = self._lists.get(threading.get_ident())
+        if mine is None:
+            with self._lock:
+                mine = self._lists[threading.get_ident()] = [0] * self.block
+        return mine
+
+    @property
+    def retired(self) -> list[int]:
+        """Where the counts of answer caches no longer in use go: the calling thread's counters."""
+        return self.counts
 
     def use_block(self, index: int) -> None:
         """In a worker process: count from zero into block `index`, published by `publish()`."""
         self.index = index
-        self.counts = [0] * self.block
-        self.retired = [0] * self.block
+        with self._lock:
+            self._lists = {}
 
     def publish(self) -> None:
         """Copy this process' counters into its shared block (workers do so every second)."""
@@ -112,7 +130,13 @@ class Stats:
 
     def local(self) -> list[int]:
         """This process' counters: its own, the retired caches', and the live cache entries'."""
-        out = [a + b for a, b in zip(self.counts, self.retired, strict=True)]
+        out = [0] * self.block
+        with self._lock:
+            lists = list(self._lists.values())
+        for counts in lists:
+            for i, v in enumerate(counts):
+                if v:
+                    out[i] += v
         if self.live is not None:
             for slot, udp, tcp in self.live():
                 out[slot] += udp

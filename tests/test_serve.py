@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -380,6 +381,39 @@ def test_workers_all_answer_and_exit_with_the_parent(
     served.signal(signum)
     assert served.wait() == (0 if signum == signal.SIGINT else -signal.SIGKILL)
     until(lambda: exited(worker), 3, f"worker {worker} exits with its parent")
+
+
+def test_counts_exact_under_udp_and_tcp_at_once(start: Callable[..., Served], shipped: Path) -> None:
+    """Queries answered at the same time by the UDP thread and over TCP (each a different name: built, not
+    cached) are all counted, in the request counters, the histogram and the cache misses, and /metrics
+    answers 200 throughout."""
+    served = start(shipped)
+    served.wait_ready()
+    per_thread = 400
+    failed: list[str] = []
+
+    def ask(tcp: bool) -> None:
+        for i in range(per_thread):
+            name = f"n{i}-{'t' if tcp else 'u'}.default.svc.cluster.local"
+            if served.ask(name, "A", tcp=tcp, timeout=2) is None:
+                failed.append(name)
+
+    threads = [threading.Thread(target=ask, args=(tcp,)) for tcp in (False, True)]
+    for t in threads:
+        t.start()
+    scrapes = []
+    while any(t.is_alive() for t in threads):
+        got = served.http("/metrics")
+        scrapes.append(got[0] if got else 0)
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert scrapes and set(scrapes) == {200}, f"scrape statuses {sorted(set(scrapes))}"
+    assert served.metric("coredns_dns_requests_total") == 2 * per_thread
+    # every answer was built: each is observed in the histogram and counted as a cache miss, in counters
+    # both threads bump
+    assert served.metric("coredns_dns_request_duration_seconds_count") == 2 * per_thread
+    assert served.metric("coredns_cache_misses_total") == 2 * per_thread
 
 
 # --- signals --------------------------------------------------------------------------------------------
