@@ -31,7 +31,7 @@ from clusterdns.model import Pod, Workload
 from clusterdns.proxy import Proxy, ProxyError, missing_privileges, place
 from clusterdns.querylog import QueryLog
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
-from clusterdns.respond import Responder
+from clusterdns.respond import Recursion, Responder
 from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, default_state_dir, open_store
 
@@ -349,7 +349,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
         ipv6 = any(":" in c for c in config.service_cidrs)
         daemon.proxy = Proxy(placement, state_dir=args.state or default_state_dir(args.zones), ipv6=ipv6)
-    daemon.recursion = recursion
+    daemon.recursion = Recursion(recursion)
     if args.log_queries:
         daemon.query_log = QueryLog(args.log_queries, sys.stdout)
     try:
@@ -367,7 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 daemon.proxy.interface,
             )
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
-            server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, recursion=recursion)
+            server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder)
             server.query_log = daemon.query_log
             inherited: list[Store] = []
 

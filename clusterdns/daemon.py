@@ -27,8 +27,8 @@ from clusterdns.proxy import Proxy, ProxyError
 from clusterdns.querylog import QueryLog
 from clusterdns.records import Zone
 from clusterdns.registry import Registry
-from clusterdns.respond import Responder
-from clusterdns.server import BindError, DNSServer, IPNetwork, Sockets, bind_error, serve
+from clusterdns.respond import Recursion, Responder
+from clusterdns.server import BindError, DNSServer, Sockets, bind_error, serve
 from clusterdns.watch import Watcher
 from clusterdns.zones import Zones, ZonesError, paused_gc
 
@@ -57,7 +57,7 @@ class Daemon:
     server: DNSServer | None = None
     stats: Stats | None = None
     forwarder: Forwarder | None = None
-    recursion: tuple[IPNetwork, ...] | None = None
+    recursion: Recursion = field(default_factory=Recursion)  # who may have other names forwarded
     query_log: QueryLog | None = None
     proxy: Proxy | None = None  # --proxy: the data plane, synced after every load of this process
     reload_error: str = ""  # why the last reload failed; "" after one that succeeded
@@ -86,7 +86,7 @@ class Daemon:
             self.serial,
         )
         self.registry, self.zone = registry, zone
-        responder = Responder(zone, self.stats, forwarding=self.forwarder is not None)
+        responder = Responder(zone, self.stats, forwarding=self.forwarder is not None, recursion=self.recursion)
         if os.environ.get("CLUSTERDNS_NO_GC_FREEZE") is None:
             # The snapshot lives until the next reload and holds no reference cycles: keep the cyclic
             # garbage collector from walking its 100,000s of objects again and again while serving.
@@ -153,9 +153,7 @@ class Daemon:
         if self.options.watch:  # before serving: a change made once answers are seen must not be missed
             watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
             watcher.start()
-        async with serve(
-            responder, sockets=sockets, forwarder=self.forwarder, recursion=self.recursion, query_log=self.query_log
-        ) as server:
+        async with serve(responder, sockets=sockets, forwarder=self.forwarder, query_log=self.query_log) as server:
             self.server = server
             if self._missed or self.zones.changed():  # changed between the first load and the watch
                 await self.reload()

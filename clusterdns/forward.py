@@ -61,6 +61,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -589,6 +590,36 @@ class Forwarder:
         except Exception:
             log.exception("forwarding failed; replying SERVFAIL to query %s", query.hex())
             return header_reply(query, dns.rcode.SERVFAIL) if len(query) >= 12 and not query[2] & 0x80 else b""
+
+    async def chase(self, ours: bytes, target: str, tcp: bool) -> bytes:
+        """Our reply `ours`, ending in a CNAME to `target` outside our zones, completed with `target`'s
+        records from upstream (an ExternalName Service, Kubernetes DNS spec 2.5).
+
+        The upstream's rcode is the chain's (RFC 6604); a denial brings its SOA along (RFC 2308). AA goes
+        (part of the answer is not ours) and RA comes (we recursed for it). If the whole does not fit a UDP
+        reply, the client gets our CNAME alone with TC set, and retries over TCP.
+        """
+        merged = dns.message.from_wire(ours)
+        question = merged.question[0]
+        upstream_query = dns.message.make_query(target + ".", question.rdtype, want_dnssec=False)
+        upstream = await self.forward(upstream_query.to_wire(), tcp)
+        try:
+            theirs = dns.message.from_wire(upstream)
+        except dns.exception.DNSException:
+            return ours
+        merged.set_rcode(theirs.rcode())
+        merged.answer.extend(theirs.answer)
+        if not theirs.answer:
+            merged.authority.extend(theirs.authority)
+        merged.flags &= ~dns.flags.AA
+        merged.flags |= dns.flags.RA
+        limit = 65535 if tcp else max(512, min(merged.payload, 1232)) if merged.edns >= 0 else 512
+        try:
+            return merged.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            merged.answer = merged.answer[:1]
+            merged.flags |= dns.flags.TC
+            return merged.to_wire()
 
     async def _forward(self, query: bytes, tcp: bool) -> bytes:
         q = _read_query(query)

@@ -15,6 +15,7 @@ Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,14 +30,59 @@ from clusterdns.metrics import Stats
 from clusterdns.records import REFUSED, Answer, Zone
 from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
 TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
 TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
-FORWARD = b"<forward>"  # respond()'s answer for "ask upstream"; a unique object, compared with `is`
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """respond()'s result for a name outside our zones, from a client that may recurse: ask upstream."""
+
+    query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Chase:
+    """respond()'s result for our answer ending in a CNAME to a name outside our zones (an ExternalName):
+    `ours` (our reply, as over TCP) is to be completed with the records of `target` from upstream."""
+
+    query: bytes
+    ours: bytes
+    target: str
+
+
+# What respond() gives: the reply's bytes (a reply is kept as its bytes, so that the hot path allocates
+# nothing more), None for a message that gets no reply, or what the forwarder must do.
+Result = bytes | Forward | Chase | None
+
+
+class Recursion:
+    """Which clients may have names outside our zones resolved (--allow-recursion): clusterdns is not an
+    open resolver. Answers are remembered per address, up to a bound."""
+
+    def __init__(self, networks: Iterable[str | IPNetwork] = DEFAULT_RECURSION) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._known: dict[str, bool] = {}
+
+    def allows(self, client: str) -> bool:
+        allowed = self._known.get(client)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(client.split("%", 1)[0])
+            except ValueError:
+                return False
+            allowed = any(ip in net for net in self.networks)
+            if len(self._known) > 65536:
+                self._known.clear()
+            self._known[client] = allowed
+        return allowed
 
 
 @dataclass(slots=True)
@@ -68,10 +114,13 @@ def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT, slots: tuple
 class Responder:
     """Answers queries from one Zone. Make a new one for each registry snapshot."""
 
-    def __init__(self, zone: Zone, stats: Stats | None = None, forwarding: bool = False) -> None:
+    def __init__(
+        self, zone: Zone, stats: Stats | None = None, forwarding: bool = False, recursion: Recursion | None = None
+    ) -> None:
         self.zone = zone
         self.stats = stats
         self.forwarding = forwarding
+        self.recursion = recursion or Recursion()
         self.cache: dict[bytes, _Entry] = {}
         self.misses = 0
         self._other = stats.slots(len(stats.zones) - 1, 0, 0) if stats else (0, 0, 0)
@@ -88,9 +137,10 @@ class Responder:
                     out.append((e.slots[0], udp, tcp))
         return out
 
-    def respond(self, query: bytes, tcp: bool = False, forward: bool = True) -> bytes | None:
-        """The reply to one DNS message, or None when it must be dropped, or FORWARD (compare with `is`)
-        for a query about a name outside our zones when forwarding is on and `forward` allows it."""
+    def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:
+        """The reply to one DNS message from `client`; None when it must be dropped; Forward or Chase when
+        the answer needs upstream (forwarding is on and the client may recurse). Everything it decides,
+        it decides from this Responder's snapshot."""
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
         stats = self.stats
@@ -100,8 +150,8 @@ class Responder:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
-                if entry.forward and forward:
-                    return FORWARD
+                if entry.forward and self.recursion.allows(client):
+                    return self._upstream(query, entry)
                 reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
                 entry.hits[tcp] += 1
                 if stats is not None:
@@ -112,23 +162,35 @@ class Responder:
                 return reply
         if stats is not None and not started:
             started = perf_counter_ns()
-        answered, slots = self._respond(query, tcp, forward)
-        if answered is FORWARD:
-            return FORWARD
+        answered, slots = self._respond(query, tcp, client)
+        if isinstance(answered, Forward | Chase):
+            return answered
         if stats is not None and answered is not None:
             stats.count(slots, tcp, perf_counter_ns() - started)
         return answered
 
-    def _respond(self, query: bytes, tcp: bool, forward: bool) -> tuple[bytes | None, tuple[int, int, int]]:
-        reply = self._answer(query, tcp, forward)
-        if isinstance(reply, tuple):
-            return reply
+    def _upstream(self, query: bytes, entry: _Entry) -> Forward | Chase:
+        """What the forwarder must do for a query whose entry needs upstream: forward the query, or complete
+        our CNAME chain (answered here, from this snapshot, as over TCP) with its target's records."""
+        if not entry.answer.chase:
+            return Forward(query)
+        ours = self._answer(query, True, "")
+        assert isinstance(ours, tuple)
+        return Chase(query, ours[0], entry.answer.chase)
+
+    def _respond(self, query: bytes, tcp: bool, client: str) -> tuple[Result, tuple[int, int, int]]:
+        reply = self._answer(query, tcp, client)
+        if isinstance(reply, tuple | Forward | Chase):
+            return reply if isinstance(reply, tuple) else (reply, self._other)
         if reply is not None and self.stats is not None:
             return reply, self.stats.slots(len(self.stats.zones) - 1, 0, reply[3] & 0xF)
         return reply, self._other
 
-    def _answer(self, query: bytes, tcp: bool, forward: bool) -> bytes | tuple[bytes, tuple[int, int, int]] | None:
-        """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry."""
+    def _answer(
+        self, query: bytes, tcp: bool, client: str
+    ) -> bytes | tuple[bytes, tuple[int, int, int]] | Forward | Chase | None:
+        """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry;
+        Forward or Chase when the entry needs upstream and `client` may recurse ("": nobody asks upstream)."""
         n = len(query)
         if n < 12:
             return None
@@ -167,8 +229,8 @@ class Responder:
         entry = self.cache.get(key)
         if entry is None:
             entry = self._miss(key, i - 12)
-        if entry.forward and forward:
-            return FORWARD
+        if entry.forward and client and self.recursion.allows(client):
+            return self._upstream(query, entry)
         if tcp:
             limit = TCP_LIMIT
         elif edns:
@@ -224,16 +286,6 @@ class Responder:
                 retired[e.slots[0]] += udp
                 retired[e.slots[0] + 1] += tcp
 
-    def chase_target(self, query: bytes) -> str:
-        """For a query that respond() sent upstream: the out-of-zone CNAME target to resolve, or ""
-        when the query itself is to be forwarded (its name is not ours)."""
-        answered = self._answer(query, True, forward=False)
-        if not isinstance(answered, tuple):
-            return ""
-        key = _question_key(query)
-        entry = self.cache.get(key) if key else None
-        return entry.answer.chase if entry is not None else ""
-
     def _truncated(self, entry: _Entry, limit: int) -> _Entry:
         small = entry.truncated.get(limit)
         if small is None:
@@ -243,14 +295,6 @@ class Responder:
                 entry.truncated.clear()
             entry.truncated[limit] = small
         return small
-
-
-def _question_key(query: bytes) -> bytes:
-    """The cache key of a well-formed query's question, or b"" (assumes respond() accepted it)."""
-    i = 12
-    while query[i]:
-        i += query[i] + 1
-    return query[12:i].lower() + query[i : i + 5]
 
 
 def _skip_name(msg: bytes, i: int) -> int:

@@ -24,13 +24,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import dns.exception
-import dns.flags
-import dns.message
-
 from clusterdns.forward import Forwarder
 from clusterdns.querylog import QueryLog
-from clusterdns.respond import FORWARD, Responder, servfail
+from clusterdns.respond import DEFAULT_RECURSION, Chase, Forward, Responder, Result, servfail
 
 log = logging.getLogger("clusterdns.server")
 
@@ -44,7 +40,7 @@ class BindError(Exception):
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+__all__ = ["DEFAULT_RECURSION", "BindError", "DNSServer", "IPNetwork", "Sockets", "bind", "fork_workers", "serve"]
 
 
 FAILURE_LOG_INTERVAL = 5.0  # seconds between two log lines for the same cause of failure
@@ -97,77 +93,51 @@ class DNSServer:
     failures: int = 0
     forwarder: Forwarder | None = None
     loop: asyncio.AbstractEventLoop | None = None  # where forwarded queries run
-    recursion: tuple[IPNetwork, ...] = field(
-        default_factory=lambda: tuple(ipaddress.ip_network(n) for n in DEFAULT_RECURSION)
-    )
-    _may_recurse: dict[str, bool] = field(default_factory=dict, repr=False)
     query_log: QueryLog | None = None
     failure_log: FailureLog = field(default_factory=lambda: FailureLog(), repr=False)
     tcp_clients: dict[_TCPClient, None] = field(default_factory=dict, repr=False)  # open ones, oldest first
     tcp_per_client: dict[str, int] = field(default_factory=dict, repr=False)  # open connections per address
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
-    def answer(self, query: bytes, tcp: bool, forward: bool = True) -> bytes | None:
+    def answer(self, query: bytes, tcp: bool, client: str) -> Result:
         """respond(), with any unexpected failure turned into SERVFAIL and logged, at most once per cause
         every FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
         try:
-            return self.responder.respond(query, tcp, forward)
+            return self.responder.respond(query, tcp, client)
         except Exception as exc:
-            return self._failed(exc, query)
+            self.failures += 1
+            self.failure_log.failed(exc, query)
+            return servfail(query)
 
-    def _failed(self, exc: Exception, query: bytes) -> bytes | None:
-        """Count and log (rate-limited) an unexpected failure; the SERVFAIL to answer it with."""
-        self.failures += 1
-        self.failure_log.failed(exc, query)
-        return servfail(query)
+    def forward_udp(self, todo: Forward | Chase, addr: tuple[str | int, ...], sock: socket.socket) -> None:
+        """Hand a query that needs upstream, from the UDP thread, to the event loop, which sends the reply."""
+        asyncio.run_coroutine_threadsafe(self._forward_udp(todo, addr, sock), self.loop or asyncio.get_event_loop())
 
-    def may_recurse(self, client: str) -> bool:
-        """Whether `client` may have names outside our zones resolved (--allow-recursion): not an open
-        resolver. Answers are remembered per address, up to a bound."""
-        allowed = self._may_recurse.get(client)
-        if allowed is None:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-            except ValueError:
-                return False
-            allowed = any(ip in net for net in self.recursion)
-            if len(self._may_recurse) > 65536:
-                self._may_recurse.clear()
-            self._may_recurse[client] = allowed
-        return allowed
-
-    def forward_udp(self, query: bytes, addr: tuple[str | int, ...], sock: socket.socket) -> bytes | None:
-        """A query for a name outside our zones, from the UDP thread: forwarded on the event loop (the
-        reply is sent from there) when allowed, else answered REFUSED here."""
-        if self.forwarder is None or self.loop is None or not self.may_recurse(str(addr[0])):
-            return self.answer(query, False, forward=False)
-        asyncio.run_coroutine_threadsafe(self._forward_udp(query, addr, sock), self.loop)
-        return None
-
-    async def forward(self, query: bytes, tcp: bool) -> bytes:
-        """Ask upstream (the reply may be b"" for a message that needs none); counted in the stats.
-        For our ExternalName services with a target elsewhere: our CNAME, then upstream's records."""
-        assert self.forwarder is not None
+    async def forward(self, todo: Forward | Chase, tcp: bool) -> bytes:
+        """What the forwarder answers for `todo` (b"" for a message that needs no reply); counted in the stats.
+        An unexpected failure is SERVFAIL, logged as answer() logs."""
         started = time.perf_counter_ns()
-        responder = self.responder
         try:
-            target = responder.chase_target(query)
-            if target:
-                reply = await chase(self.forwarder, responder, query, target, tcp)
+            if self.forwarder is None:  # forwarding off: respond() never asks, but answer it here if it does
+                return servfail(todo.query) or b""
+            if isinstance(todo, Chase):
+                reply = await self.forwarder.chase(todo.ours, todo.target, tcp)
             else:
-                reply = await self.forwarder.forward(query, tcp)
-        except Exception as exc:  # as answer(): SERVFAIL, logged at most once per cause and interval
-            return self._failed(exc, query) or b""
+                reply = await self.forwarder.forward(todo.query, tcp)
+        except Exception as exc:
+            self.failures += 1
+            self.failure_log.failed(exc, todo.query)
+            return servfail(todo.query) or b""
         stats = self.responder.stats
         if stats is not None and reply:
-            stats.count_forwarded(query, reply, tcp, time.perf_counter_ns() - started)
+            stats.count_forwarded(todo.query, reply, tcp, time.perf_counter_ns() - started)
         return reply
 
-    async def _forward_udp(self, query: bytes, addr: tuple[str | int, ...], sock: socket.socket) -> None:
+    async def _forward_udp(self, todo: Forward | Chase, addr: tuple[str | int, ...], sock: socket.socket) -> None:
         started = time.perf_counter_ns()
-        reply = await self.forward(query, False)
+        reply = await self.forward(todo, False)
         if self.query_log is not None and reply:
-            self.query_log.put(addr, query, reply, "udp", started)
+            self.query_log.put(addr, todo.query, reply, "udp", started)
         if reply:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
@@ -189,11 +159,12 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
         query_log = server.query_log
         started = time.perf_counter_ns() if query_log is not None else 0
         try:
-            reply = server.responder.respond(data, False)
+            reply = server.responder.respond(data, False, addr[0])
         except Exception:
-            reply = server.answer(data, False)  # logs, and answers SERVFAIL
-        if reply is FORWARD:
-            reply = server.forward_udp(data, addr, sock)
+            reply = server.answer(data, False, "")  # logs, and answers SERVFAIL
+        if reply is not None and not isinstance(reply, bytes):
+            server.forward_udp(reply, addr, sock)
+            continue
         if query_log is not None and reply is not None:
             query_log.put(addr, data, reply, "udp", started)
         if reply is not None:
@@ -204,35 +175,6 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
 
 
 UDP_READ_SIZE = 4096
-
-
-async def chase(forwarder: Forwarder, responder: Responder, query: bytes, target: str, tcp: bool) -> bytes:
-    """Our reply ending in a CNAME to `target`, completed with `target`'s records from upstream.
-
-    The upstream's rcode is the chain's (RFC 6604). If the whole does not fit a UDP reply, the client
-    gets our CNAME alone with TC set, and retries over TCP.
-    """
-    ours = dns.message.from_wire(responder.respond(query, tcp, forward=False) or b"")
-    question = ours.question[0]
-    upstream_query = dns.message.make_query(target + ".", question.rdtype, want_dnssec=False)
-    upstream = await forwarder.forward(upstream_query.to_wire(), tcp)
-    try:
-        theirs = dns.message.from_wire(upstream)
-    except dns.exception.DNSException:
-        return ours.to_wire()
-    ours.set_rcode(theirs.rcode())
-    ours.answer.extend(theirs.answer)
-    if not theirs.answer:  # a denial: its SOA lets clients cache it (RFC 2308)
-        ours.authority.extend(theirs.authority)
-    ours.flags &= ~dns.flags.AA  # part of the answer is not ours
-    ours.flags |= dns.flags.RA  # and we recursed for it
-    limit = 65535 if tcp else max(512, min(ours.payload, 1232)) if ours.edns >= 0 else 512
-    try:
-        return ours.to_wire(max_size=limit)
-    except dns.exception.TooBig:
-        ours.answer = ours.answer[:1]
-        ours.flags |= dns.flags.TC
-        return ours.to_wire()
 
 
 def _wake(sock: socket.socket) -> None:
@@ -333,14 +275,12 @@ class _TCPClient(asyncio.Protocol):
             query = bytes(buffer[used + 2 : used + 2 + length])
             used += 2 + length
             started = time.perf_counter_ns()
-            reply = server.answer(query, True)
-            if reply is FORWARD:
-                if server.forwarder is not None and server.may_recurse(self.client):
-                    task = asyncio.ensure_future(self._forward(query))
-                    self.pending.add(task)
-                    task.add_done_callback(self._forwarded)
-                    continue
-                reply = server.answer(query, True, forward=False)
+            reply = server.answer(query, True, self.client)
+            if isinstance(reply, Forward | Chase):
+                task = asyncio.ensure_future(self._forward(reply))
+                self.pending.add(task)
+                task.add_done_callback(self._forwarded)
+                continue
             if reply is None:
                 continue
             if server.query_log is not None:
@@ -352,11 +292,11 @@ class _TCPClient(asyncio.Protocol):
         if replies:
             transport.write(b"".join(replies))
 
-    async def _forward(self, query: bytes) -> None:
+    async def _forward(self, todo: Forward | Chase) -> None:
         started = time.perf_counter_ns()
-        reply = await self.server.forward(query, True)
+        reply = await self.server.forward(todo, True)
         if self.server.query_log is not None and reply:
-            self.server.query_log.put(self.peer, query, reply, "tcp", started)
+            self.server.query_log.put(self.peer, todo.query, reply, "tcp", started)
         if reply and self.transport is not None and not self.transport.is_closing():
             self.transport.write(struct.pack("!H", len(reply)) + reply)
 
@@ -434,7 +374,6 @@ async def serve(
     port: int = 0,
     sockets: Sockets | None = None,
     forwarder: Forwarder | None = None,
-    recursion: tuple[IPNetwork, ...] | None = None,
     query_log: QueryLog | None = None,
 ) -> AsyncIterator[DNSServer]:
     """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits.
@@ -444,8 +383,6 @@ async def serve(
     socks = sockets or bind(host, port)
     server = DNSServer(responder, socks.host, socks.port, forwarder=forwarder, loop=asyncio.get_running_loop())
     server.query_log = query_log
-    if recursion is not None:
-        server.recursion = recursion
     stop = threading.Event()
     udp_thread = threading.Thread(target=_udp_loop, args=(server, socks.udp, stop), name="udp", daemon=True)
     udp_thread.start()
