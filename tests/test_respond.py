@@ -1,0 +1,94 @@
+"""The pure query path, without sockets: the DNS records table of test_dns_records.py (question -> rcode,
+answer, authority, additional as zone-file lines) answered by `Responder.respond` directly, and what
+respond() hands the forwarder. A failure here points at a rule, not at a socket; the socket tests stay the
+proof that the whole works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+from conftest import write_files
+from dns_helpers import CLUSTER, CLUSTER_CONFIG, check, load_zone, make_query
+from test_dns_records import RECORDS
+
+from clusterdns.respond import Chase, Forward, Recursion, Responder
+
+
+@pytest.fixture(scope="module")
+def responder(tmp_path_factory: pytest.TempPathFactory) -> Responder:
+    zones = Path(tmp_path_factory.mktemp("respond")) / "zones"
+    zones.mkdir()
+    write_files(zones, CLUSTER)
+    return Responder(load_zone(zones, CLUSTER_CONFIG))
+
+
+def answer(responder: Responder, qname: str, qtype: str, tcp: bool = False, client: str = "127.0.0.1") -> object:
+    return responder.respond(make_query(qname, qtype).to_wire(), tcp, client)
+
+
+@pytest.mark.parametrize(("qname", "qtype", "rcode", "answer_", "authority", "additional"), RECORDS)
+def test_records(
+    responder: Responder,
+    qname: str,
+    qtype: str,
+    rcode: int,
+    answer_: list[str],
+    authority: list[str],
+    additional: list[str],
+) -> None:
+    """Each question of the table gets exactly its rcode and records from respond() itself."""
+    reply = answer(responder, qname, qtype, tcp=qtype in ("AXFR", "IXFR"))
+    assert isinstance(reply, bytes)
+    msg = dns.message.from_wire(reply)
+    check(msg, rcode, answer_, authority, additional)
+    assert bool(msg.flags & dns.flags.AA) == (rcode != dns.rcode.REFUSED)
+
+
+@pytest.fixture(scope="module")
+def forwarding(tmp_path_factory: pytest.TempPathFactory) -> Responder:
+    zones = Path(tmp_path_factory.mktemp("forwarding")) / "zones"
+    zones.mkdir()
+    write_files(zones, CLUSTER)
+    return Responder(load_zone(zones, CLUSTER_CONFIG), forwarding=True, recursion=Recursion(["10.0.0.0/8"]))
+
+
+@pytest.mark.parametrize(
+    ("qname", "client", "want"),
+    [
+        ("example.com.", "10.1.2.3", Forward),
+        ("example.com.", "192.0.2.1", "REFUSED"),  # outside --allow-recursion: answered here, never forwarded
+        ("ext.default.svc.cluster.local.", "10.1.2.3", Chase),  # ExternalName to a name outside the zone
+        ("ext.default.svc.cluster.local.", "192.0.2.1", "NOERROR"),  # our CNAME alone
+        ("my-nginx.default.svc.cluster.local.", "10.1.2.3", "NOERROR"),  # ours: never forwarded
+        ("alias.default.svc.cluster.local.", "10.1.2.3", "NOERROR"),  # an alias inside the zone: followed here
+    ],
+)
+def test_what_the_forwarder_is_given(forwarding: Responder, qname: str, client: str, want: object) -> None:
+    """With forwarding on, respond() decides from the question and the client alone: Forward for other names,
+    Chase (with our CNAME and its target) for an ExternalName leaving the zone, a reply otherwise."""
+    for tcp in (False, True):
+        got = answer(forwarding, qname, "A", tcp=tcp, client=client)
+        if isinstance(want, str):
+            assert isinstance(got, bytes)
+            assert dns.rcode.to_text(dns.message.from_wire(got).rcode()) == want
+        else:
+            assert isinstance(got, want)
+    chase = answer(forwarding, "ext.default.svc.cluster.local.", "A", client="10.1.2.3")
+    assert isinstance(chase, Chase) and chase.target == "my.database.example.com"
+    ours = dns.message.from_wire(chase.ours)
+    assert [rr.to_text() for rrset in ours.answer for rr in rrset] == ["my.database.example.com."]
+
+
+def test_malformed_and_dropped(responder: Responder) -> None:
+    """Runts and responses get nothing; a bad question FORMERR; another opcode NOTIMP."""
+    query = make_query("my-nginx.default.svc.cluster.local.", "A").to_wire()
+    assert responder.respond(query[:11]) is None
+    assert responder.respond(query[:2] + bytes([query[2] | 0x80]) + query[3:]) is None
+    formerr = responder.respond(query[:12] + b"\x40" + query[13:])
+    assert isinstance(formerr, bytes) and formerr[3] & 0xF == dns.rcode.FORMERR
+    notimp = responder.respond(query[:2] + bytes([query[2] | 0x10]) + query[3:])
+    assert isinstance(notimp, bytes) and notimp[3] & 0xF == dns.rcode.NOTIMP
