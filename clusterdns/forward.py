@@ -54,7 +54,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -414,15 +414,32 @@ async def _tcp(upstream: Upstream, message: bytes, accept: _Accept) -> _Reply:
         writer.close()
 
 
-async def _exchange(upstream: Upstream, query: bytes, qend: int, tcp: bool) -> _Reply:
+# How a message reaches an upstream: `transport(upstream, message, tcp, accept)` sends `message` and returns
+# the first reply that `accept` takes (a UDP socket also sees datagrams that are no reply to it: wrong ID,
+# wrong question, late replies to others). It raises on any failure; the forwarder bounds its time. The
+# network's in production (`network`); tests give a plain function that plays the upstream.
+Transport = Callable[[Upstream, bytes, bool, Callable[[bytes], bool]], Awaitable[bytes]]
+
+
+async def network(upstream: Upstream, message: bytes, tcp: bool, accept: Callable[[bytes], bool]) -> bytes:
+    """The transport over real sockets: a connected UDP socket, or a TCP connection (RFC 7766 framing)."""
+
+    def take(data: bytes) -> _Reply | None:
+        return _Reply(data, 12, ()) if accept(data) else None
+
+    reply = await (_tcp if tcp else _udp)(upstream, message, take)
+    return reply.wire
+
+
+async def _exchange(transport: Transport, upstream: Upstream, query: bytes, qend: int, tcp: bool) -> _Reply:
     """Send `query` under a new random ID; the upstream's matching reply. Raises on any failure."""
     ident = secrets.token_bytes(2)
     question = query[12:qend].lower()
-
-    def accept(data: bytes) -> _Reply | None:
-        return _match(ident, question, data)
-
-    return await (_tcp if tcp else _udp)(upstream, ident + query[2:], accept)
+    data = await transport(upstream, ident + query[2:], tcp, lambda d: _match(ident, question, d) is not None)
+    reply = _match(ident, question, data)
+    if reply is None:
+        raise ValueError("the transport returned a reply that does not match the query")
+    return reply
 
 
 def _failure(exc: Exception, tcp: bool, budget: float) -> str:
@@ -545,6 +562,7 @@ class Forwarder:
         cache_entries: int = 10000,
         clock: Callable[[], float] = time.monotonic,
         local: Iterable[tuple[str, int]] = (),
+        transport: Transport = network,
     ) -> None:
         if timeout <= 0 or attempts < 1 or max_inflight < 1 or cache_entries < 0:
             raise ValueError("timeout must be > 0, attempts and max_inflight >= 1, cache_entries >= 0")
@@ -555,6 +573,7 @@ class Forwarder:
         self.stats = ForwardStats()
         self.loops: list[Loop] = []  # upstreams dropped because they lead back to us, and why
         self._clock = clock
+        self._transport = transport
         self._token = secrets.token_hex(4).encode()
         self._cache: dict[tuple[bytes, int, int, bool], _Entry] = {}
         self._health: dict[Upstream, _Health] = {}
@@ -691,7 +710,7 @@ class Forwarder:
         self.stats.requests[name] += 1
         try:
             async with asyncio.timeout(budget):
-                reply = await _exchange(upstream, q.wire, q.qend, tcp)
+                reply = await _exchange(self._transport, upstream, q.wire, q.qend, tcp)
         except Exception as exc:
             self.stats.failures[name] += 1
             self._set_health(upstream, _failure(exc, tcp, budget))
@@ -762,7 +781,7 @@ class Forwarder:
         query = dns.message.make_query(name, dns.rdatatype.HINFO).to_wire()
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await _exchange(upstream, query, _question(query)[0], tcp=False)
+                reply = await _exchange(self._transport, upstream, query, _question(query)[0], tcp=False)
         except Exception:
             return False
         return _is_probe_answer(reply)
