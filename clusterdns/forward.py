@@ -69,8 +69,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from clusterdns.respond import PLAIN_UDP_LIMIT
-from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
+from clusterdns.wire import Query, header_reply, opt_record, read_query, read_question
 
 __all__ = [
     "DOWN_RETRY",
@@ -177,25 +176,6 @@ class _Record(NamedTuple):
     end: int  # offset after the RDATA
 
 
-def _question(msg: bytes) -> tuple[int, tuple[bytes, ...]]:
-    """(offset after the question, lower-cased labels of its name); ValueError when malformed."""
-    labels = []
-    i = 12
-    while True:
-        if i >= len(msg):
-            raise ValueError("the question runs past the end")
-        length = msg[i]
-        if length == 0:
-            break
-        if length > 63:
-            raise ValueError("a label of the question is compressed or too long")
-        labels.append(msg[i + 1 : i + 1 + length].lower())
-        i += length + 1
-    if i - 12 > 255 or i + 5 > len(msg):
-        raise ValueError("the question is too long or cut short")
-    return i + 5, tuple(labels)
-
-
 def _records(msg: bytes, i: int) -> tuple[_Record, ...]:
     """The resource records after the question, which ends at `i`; ValueError when malformed."""
     an, ns, ar = struct.unpack_from("!HHH", msg, 6)
@@ -219,53 +199,16 @@ def _records(msg: bytes, i: int) -> tuple[_Record, ...]:
     return tuple(records)
 
 
-@dataclass(frozen=True, slots=True)
-class _Query:
-    """A client's query, read once: what routing, the cache and the reply need."""
-
-    wire: bytes
-    qend: int
-    labels: tuple[bytes, ...]
-    key: tuple[bytes, int, int, bool]  # (lower-cased name, type, class, DO)
-    edns: bool
-    udp_limit: int  # the largest UDP reply the client takes
-
-
-def _read_query(query: bytes) -> _Query | bytes:
-    """The query, or the reply to give at once: b"" (nothing) for a response or a runt, NOTIMP for
-    an opcode other than QUERY, FORMERR for anything that doesn't parse."""
-    if len(query) < 12 or query[2] & 0x80:
-        return b""
-    if query[2] & 0x78:
-        return header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
-    try:
-        if query[4:6] != b"\x00\x01":
-            raise ValueError("not one question")
-        qend, labels = _question(query)
-        records = _records(query, qend)
-    except ValueError:
-        return header_reply(query, dns.rcode.FORMERR)
-    opt = next((r for r in records if r.rtype == _OPT), None)
-    payload = flags = 0
-    if opt is not None:
-        (payload,) = struct.unpack_from("!H", query, opt.ttl_at - 2)
-        (flags,) = struct.unpack_from("!H", query, opt.ttl_at + 2)
-    udp_limit = max(PLAIN_UDP_LIMIT, min(payload, UDP_LIMIT)) if opt else PLAIN_UDP_LIMIT
-    qtype, qclass = struct.unpack_from("!HH", query, qend - 4)
-    key = (query[12 : qend - 4].lower(), qtype, qclass, bool(flags & 0x8000))
-    return _Query(query, qend, labels, key, opt is not None, udp_limit)
-
-
-def _error_reply(q: _Query, rcode: int) -> bytes:
+def _error_reply(q: Query, rcode: int) -> bytes:
     """Our own reply with `rcode`: the question, RD and CD copied, RA set, an OPT if the query had one."""
     head = q.wire[0:2] + bytes((0x80 | (q.wire[2] & 0x01), 0x80 | (q.wire[3] & 0x10) | rcode))
     counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.edns else 0)
-    return head + counts + q.wire[12 : q.qend] + (opt_record(q.key[3]) if q.edns else b"")
+    return head + counts + q.wire[12 : q.qend] + (opt_record(q.do) if q.edns else b"")
 
 
-def _fit(q: _Query, msg: bytes | bytearray, tcp: bool) -> bytes:
+def _fit(q: Query, msg: bytes | bytearray, tcp: bool) -> bytes:
     """`msg`, or over UDP when it is larger than the client takes: TC=1 with the question only."""
-    if tcp or len(msg) <= q.udp_limit:
+    if len(msg) <= q.limit(tcp):
         return bytes(msg)
     counts = struct.pack("!HHHH", 1, 0, 0, 1 if q.edns else 0)
     return (
@@ -273,7 +216,7 @@ def _fit(q: _Query, msg: bytes | bytearray, tcp: bool) -> bytes:
         + bytes((msg[2] | 0x02, msg[3]))
         + counts
         + q.wire[12 : q.qend]
-        + (opt_record(q.key[3]) if q.edns else b"")
+        + (opt_record(q.do) if q.edns else b"")
     )
 
 
@@ -300,8 +243,8 @@ def _match(ident: bytes, question: bytes, data: bytes) -> _Reply | None:
         return None
     try:
         if data[4:6] == b"\x00\x01":
-            qend = _question(data)[0]
-            if data[12:qend].lower() != question:
+            qend = read_question(data)
+            if not qend or data[12:qend].lower() != question:
                 return None
         elif data[4:6] == b"\x00\x00" and data[3] & 0x0F:
             qend = 12
@@ -341,7 +284,7 @@ class _Entry:
     expires: float
 
 
-def _from_cache(q: _Query, entry: _Entry, elapsed: int) -> bytearray:
+def _from_cache(q: Query, entry: _Entry, elapsed: int) -> bytearray:
     """The cached answer for this client: TTLs counted down, its ID, RD, CD, question and EDNS."""
     msg = bytearray(entry.wire)
     for at in entry.ttl_at:
@@ -352,7 +295,7 @@ def _from_cache(q: _Query, entry: _Entry, elapsed: int) -> bytearray:
         del msg[entry.opt[0] : entry.opt[1]]
         struct.pack_into("!H", msg, 10, arcount - 1)
     elif entry.opt is None and q.edns:
-        msg += opt_record(q.key[3])
+        msg += opt_record(q.do)
         struct.pack_into("!H", msg, 10, arcount + 1)
     msg[0:2] = q.wire[0:2]
     msg[2] = (msg[2] & 0xFE) | (q.wire[2] & 0x01)
@@ -575,7 +518,7 @@ class Forwarder:
         self._clock = clock
         self._transport = transport
         self._token = secrets.token_hex(4).encode()
-        self._cache: dict[tuple[bytes, int, int, bool], _Entry] = {}
+        self._cache: dict[tuple[bytes, bool], _Entry] = {}  # by (question key, DO)
         self._health: dict[Upstream, _Health] = {}
         self._inflight = 0
         addresses = [(ip, port) for host, port in local if (ip := _ip(host)) is not None]
@@ -641,18 +584,18 @@ class Forwarder:
             return merged.to_wire()
 
     async def _forward(self, query: bytes, tcp: bool) -> bytes:
-        q = _read_query(query)
-        if isinstance(q, bytes):
-            return q
+        q = read_query(query)
+        if not isinstance(q, Query):
+            return q or b""
         if self._is_own_probe(q.labels):
             return probe_reply(query)
-        entry = self._cache.get(q.key)
+        entry = self._cache.get((q.key, q.do))
         if entry is not None:
             now = self._clock()
             if now < entry.expires:
                 self.stats.cache_hits += 1
                 return _fit(q, _from_cache(q, entry, int(now - entry.stored)), tcp)
-            del self._cache[q.key]
+            del self._cache[(q.key, q.do)]
             self.stats.cache_entries = len(self._cache)
         self.stats.cache_misses += 1
         if self._inflight >= self.max_inflight:
@@ -667,7 +610,7 @@ class Forwarder:
             return _error_reply(q, dns.rcode.SERVFAIL)
         if reply.qend == 12:
             return _error_reply(q, reply.rcode)
-        self._store(q.key, reply)
+        self._store((q.key, q.do), reply)
         return _fit(q, q.wire[0:2] + reply.wire[2:12] + q.wire[12 : q.qend] + reply.wire[reply.qend :], tcp)
 
     def _route(self, labels: tuple[bytes, ...]) -> list[Upstream]:
@@ -678,7 +621,7 @@ class Forwarder:
                 return targets
         return self.upstreams
 
-    async def _resolve(self, q: _Query, upstreams: list[Upstream], tcp: bool) -> _Reply | None:
+    async def _resolve(self, q: Query, upstreams: list[Upstream], tcp: bool) -> _Reply | None:
         """The best reply from `upstreams` in order with failover, None when none replied in time."""
         if not upstreams:
             return None
@@ -702,7 +645,7 @@ class Forwarder:
                 return fallback
         return fallback
 
-    async def _ask(self, upstream: Upstream, q: _Query, tcp: bool, budget: float) -> _Reply | None:
+    async def _ask(self, upstream: Upstream, q: Query, tcp: bool, budget: float) -> _Reply | None:
         """One query to one upstream, counted and logged on a change of the upstream's state."""
         if budget <= 0:
             return None
@@ -736,7 +679,7 @@ class Forwarder:
             log.warning("upstream %s: %s; asking the other upstreams first", upstream, failure)
         health.down, health.retry_at = True, asyncio.get_running_loop().time() + DOWN_RETRY
 
-    def _store(self, key: tuple[bytes, int, int, bool], reply: _Reply) -> None:
+    def _store(self, key: tuple[bytes, bool], reply: _Reply) -> None:
         ttl = _cache_ttl(reply)
         if ttl is None or self.cache_entries == 0:
             return
@@ -781,7 +724,7 @@ class Forwarder:
         query = dns.message.make_query(name, dns.rdatatype.HINFO).to_wire()
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await _exchange(self._transport, upstream, query, _question(query)[0], tcp=False)
+                reply = await _exchange(self._transport, upstream, query, read_question(query), tcp=False)
         except Exception:
             return False
         return _is_probe_answer(reply)

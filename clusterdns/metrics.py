@@ -21,6 +21,8 @@ import dns.rdatatype
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from clusterdns.wire import read_question
+
 # Label values, CoreDNS style: common query types by name, the rest "other".
 TYPES = ("A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "SOA", "NS", "MX", "ANY", "other")
 TYPE_INDEX = {int(dns.rdatatype.from_text(t)): i for i, t in enumerate(TYPES[:-1])}
@@ -38,16 +40,9 @@ def zone_labels(domain: str) -> tuple[str, ...]:
 
 
 def question_type(query: bytes) -> int:
-    """The QTYPE of a query's (first) question, or 0 when it can't be read."""
-    i = 12
-    try:
-        while query[i]:
-            if query[i] > 63:
-                return 0
-            i += query[i] + 1
-        return int.from_bytes(query[i + 1 : i + 3], "big")
-    except IndexError:
-        return 0
+    """The QTYPE of a query's question, or 0 when it can't be read."""
+    qend = read_question(query)
+    return int.from_bytes(query[qend - 4 : qend - 2], "big") if qend else 0
 
 
 def type_index(qtype: int) -> int:

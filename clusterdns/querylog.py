@@ -16,6 +16,8 @@ from typing import TextIO
 import dns.rcode
 import dns.rdatatype
 
+from clusterdns.wire import read_question
+
 MODES = ("all", "denial", "error")
 MAX_BACKLOG = 100_000
 _ERRORS = {dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED}
@@ -89,16 +91,12 @@ class QueryLog:
 
 
 def _question(query: bytes) -> tuple[str, int]:
-    """The question's name (as asked) and type, read leniently; ("", 0) when unreadable."""
-    labels = []
-    i = 12
-    try:
-        while query[i]:
-            n = query[i]
-            if n > 63:
-                return "", 0
-            labels.append(query[i + 1 : i + 1 + n].decode("ascii", "backslashreplace"))
-            i += n + 1
-        return ".".join(labels) + ".", int.from_bytes(query[i + 1 : i + 3], "big")
-    except IndexError:
+    """The question's name (as asked) and type; ("", 0) when there is none to read."""
+    qend = read_question(query)
+    if not qend:
         return "", 0
+    labels, i = [], 12
+    while query[i]:
+        labels.append(query[i + 1 : i + 1 + query[i]].decode("ascii", "backslashreplace"))
+        i += query[i] + 1
+    return ".".join(labels) + ".", int.from_bytes(query[qend - 4 : qend - 2], "big")

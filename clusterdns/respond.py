@@ -28,12 +28,10 @@ import dns.rdatatype
 from clusterdns import wire
 from clusterdns.metrics import Stats
 from clusterdns.records import REFUSED, Answer, Zone
-from clusterdns.wire import UDP_LIMIT, header_reply, opt_record
+from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt_record, read_query
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
-PLAIN_UDP_LIMIT = 512  # RFC 1035, without EDNS
-TCP_LIMIT = 65535
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
 TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
@@ -191,59 +189,22 @@ class Responder:
     ) -> bytes | tuple[bytes, tuple[int, int, int]] | Forward | Chase | None:
         """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry;
         Forward or Chase when the entry needs upstream and `client` may recurse ("": nobody asks upstream)."""
-        n = len(query)
-        if n < 12:
-            return None
-        f1 = query[2]
-        if f1 & 0x80:  # a response: never answer one (reflection loops)
-            return None
-        if f1 & 0x78:  # opcode != QUERY
-            return header_reply(query, dns.rcode.NOTIMP, keep_flags=False)
-        if query[4] or query[5] != 1:
-            return header_reply(query, dns.rcode.FORMERR)
-        i = 12
-        while True:  # the question's name: labels only, no compression
-            if i >= n:
-                return header_reply(query, dns.rcode.FORMERR)
-            length = query[i]
-            if length == 0:
-                break
-            if length > 63:
-                return header_reply(query, dns.rcode.FORMERR)
-            i += length + 1
-        qend = i + 5
-        if qend > n or i - 12 > 255:
-            return header_reply(query, dns.rcode.FORMERR)
-        edns = False
-        payload = do = 0
-        if qend != n or query[6:12] != b"\0\0\0\0\0\0":
-            opt = _read_opt(query, qend)
-            if opt is None:
-                return header_reply(query, dns.rcode.FORMERR)
-            if opt:
-                edns = True
-                payload, version, do = opt
-                if version:
-                    return _badvers(query, qend, do)
-        key = query[12:i].lower() + query[i:qend]
+        q = read_query(query)
+        if not isinstance(q, Query):
+            return q
+        qend = q.qend
+        key = q.key
         entry = self.cache.get(key)
         if entry is None:
-            entry = self._miss(key, i - 12)
+            entry = self._miss(key, qend - 17)
         if entry.forward and client and self.recursion.allows(client):
             return self._upstream(query, entry)
-        if tcp:
-            limit = TCP_LIMIT
-        elif edns:
-            limit = UDP_LIMIT if payload > UDP_LIMIT else (payload if payload > PLAIN_UDP_LIMIT else PLAIN_UDP_LIMIT)
-        else:
-            limit = PLAIN_UDP_LIMIT
-        if edns:
-            limit -= 11
+        limit = q.limit(tcp) - (11 if q.edns else 0)  # room for our OPT
         if entry.size > limit:
             entry = self._truncated(entry, limit)
-        head = entry.heads[(f1 & 0x01) | ((query[3] & 0x10) >> 3)]
-        if edns:
-            reply = query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + opt_record(do)
+        head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
+        if q.edns:
+            reply = query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + opt_record(q.do)
             return reply, entry.slots
         return query[0:2] + head + query[12:qend] + entry.body, entry.slots
 
@@ -295,106 +256,6 @@ class Responder:
                 entry.truncated.clear()
             entry.truncated[limit] = small
         return small
-
-
-def _skip_name(msg: bytes, i: int) -> int:
-    """The offset after a (possibly compressed) name at `i`; raises IndexError/ValueError if bad."""
-    while True:
-        length = msg[i]
-        if length == 0:
-            return i + 1
-        if length & 0xC0 == 0xC0:
-            if i + 1 >= len(msg):
-                raise IndexError("pointer past the end")
-            return i + 2
-        if length > 63:
-            raise ValueError("bad label")
-        i += length + 1
-
-
-def _read_opt(msg: bytes, i: int) -> tuple[int, int, int] | tuple[()] | None:
-    """Walk the answer, authority and additional sections after the question.
-
-    Returns (payload, version, DO) of the OPT, () when there is none, None when the message is malformed
-    (truncated records, trailing bytes, more than one OPT, an OPT outside the additional section, OPT
-    options that don't fill its RDATA exactly or break their own rules, a record other than the OPT that
-    does not parse): FORMERR, as BIND answers. A record other than the OPT is rare in a query, and only
-    then is the whole message parsed by dnspython, which checks every RDATA by its type.
-    """
-    an, ns, ar = struct.unpack_from("!HHH", msg, 6)
-    found: tuple[int, int, int] | tuple[()] = ()
-    others = False
-    try:
-        for index in range(an + ns + ar):
-            start = i
-            i = _skip_name(msg, i)
-            rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", msg, i)
-            i += 10 + rdlen
-            if i > len(msg):
-                return None
-            if rtype == OPT:
-                if found or index < an + ns or msg[start] != 0:
-                    return None
-                if rdlen and not _options_valid(msg, i - rdlen, i):
-                    return None
-                found = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
-            else:
-                others = True
-    except (IndexError, ValueError, struct.error):
-        return None
-    if i != len(msg):
-        return None
-    if others:
-        try:
-            dns.message.from_wire(msg)
-        except Exception:  # whatever dnspython refuses: not a message we can trust
-            return None
-    return found
-
-
-_COOKIE, _ECS, _EDE = 10, 8, 15  # EDNS option codes (RFC 7873, RFC 7871, RFC 8914)
-
-
-def _options_valid(msg: bytes, i: int, end: int) -> bool:
-    """The OPT RDATA msg[i:end] is a sequence of options exactly filling it (RFC 6891 6.1.2), and the
-    options whose form a query must respect respect it, as BIND checks them: a COOKIE is a client cookie
-    of 8 bytes or one with a server cookie, 16-40 (RFC 7873 5.2.2); an ECS option's family is IPv4 or
-    IPv6, its source prefix fits the family, its address has exactly the prefix's bytes with no bit set
-    beyond it, and its scope is 0 (RFC 7871 6, 7.1.2); an EDE holds at least its 2-byte code."""
-    while i < end:
-        if i + 4 > end:
-            return False
-        code, length = struct.unpack_from("!HH", msg, i)
-        i += 4
-        if i + length > end:
-            return False
-        if code == _COOKIE:
-            if length != 8 and not 16 <= length <= 40:
-                return False
-        elif code == _ECS:
-            if not _ecs_valid(msg[i : i + length]):
-                return False
-        elif code == _EDE and length < 2:
-            return False
-        i += length
-    return True
-
-
-def _ecs_valid(data: bytes) -> bool:
-    if len(data) < 4:
-        return False
-    family, source, scope = struct.unpack_from("!HBB", data)
-    bits = 32 if family == 1 else 128 if family == 2 else 0
-    if not bits or source > bits or scope != 0 or len(data) - 4 != (source + 7) // 8:
-        return False
-    return not (source % 8 and data[-1] & (0xFF >> (source % 8)))  # no bit set beyond the source prefix
-
-
-def _badvers(query: bytes, qend: int, do: int) -> bytes:
-    """BADVERS (extended rcode 16: 0 in the header, 1 in the OPT) for an EDNS version we don't speak."""
-    f1 = 0x80 | (query[2] & 0x01)
-    opt = opt_record(do, dns.rcode.BADVERS >> 4)
-    return query[0:2] + bytes((f1, query[3] & 0x10)) + b"\x00\x01\x00\x00\x00\x00\x00\x01" + query[12:qend] + opt
 
 
 def servfail(query: bytes) -> bytes | None:

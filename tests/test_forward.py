@@ -27,6 +27,7 @@ from dns_helpers import free_port
 
 from clusterdns import forward
 from clusterdns.forward import Forwarder, Loop, Upstream, parse_upstream, resolv_conf_upstreams
+from clusterdns.wire import read_question
 
 NOERROR, NXDOMAIN, SERVFAIL, REFUSED = dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL, dns.rcode.REFUSED
 FORMERR, NOTIMP = dns.rcode.FORMERR, dns.rcode.NOTIMP
@@ -402,7 +403,7 @@ def _reply(
     if tc:
         msg.flags |= dns.flags.TC
     wire = msg.to_wire()
-    qend = forward._question(wire)[0]
+    qend = read_question(wire)
     return forward._Reply(wire, qend, forward._records(wire, qend))
 
 
