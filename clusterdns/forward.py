@@ -47,16 +47,13 @@ query whose name `is_probe()` with `probe_reply(query)` rather than refuse it, s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
-import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -69,6 +66,17 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from clusterdns.upstream import (
+    Loop,
+    Transport,
+    Upstream,
+    ip_of,
+    loop_reason,
+    network,
+    on_this_machine,
+    parse_upstream,
+    resolv_conf_upstreams,
+)
 from clusterdns.wire import Query, header_reply, opt_record, read_query, read_question
 
 __all__ = [
@@ -98,71 +106,6 @@ _OPT, _SOA = dns.rdatatype.OPT, dns.rdatatype.SOA
 _NOERROR, _NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
 _TRY_NEXT = frozenset((dns.rcode.SERVFAIL, dns.rcode.REFUSED))  # answers that send us to the next upstream
 _NO_STUBS: Mapping[str, Sequence[Upstream]] = MappingProxyType({})
-
-
-# --- upstream addresses ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """A resolver we forward to: an IP address (in its canonical text form) and a port."""
-
-    host: str
-    port: int = 53
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_upstream(text: str) -> Upstream:
-    """`ADDR[:PORT]` -> Upstream: `10.0.0.10`, `10.0.0.10:5353`, `fd00::10`, `[fd00::10]:5353`."""
-    spec = text.strip()
-    host, port = spec, "53"
-    if spec.startswith("["):
-        close = spec.find("]")
-        if close < 0:
-            raise _bad_upstream(text, "missing ']' after the IPv6 address")
-        host, rest = spec[1:close], spec[close + 1 :]
-        if rest and not rest.startswith(":"):
-            raise _bad_upstream(text, "expected ':PORT' after ']'")
-        port = rest[1:] if rest else port
-    elif spec.count(":") == 1:
-        host, port = spec.split(":")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise _bad_upstream(text, f"{host!r} is not an IP address") from None
-    if spec.startswith("[") and ip.version != 6:
-        raise _bad_upstream(text, "only IPv6 addresses go in brackets")
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise _bad_upstream(text, f"port must be 1-65535, got {port!r}")
-    return Upstream(str(ip), int(port))
-
-
-def _bad_upstream(text: str, reason: str) -> ValueError:
-    return ValueError(f"upstream {text!r}: {reason} (expected ADDR[:PORT], e.g. 10.0.0.10:53 or [fd00::10]:53)")
-
-
-def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[Upstream]:
-    """The `nameserver` lines of a resolv.conf, on port 53, in order; [] when the file doesn't exist.
-    A nameserver that isn't an IP address is skipped with a warning, as the C library skips it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    found: list[Upstream] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
-        if len(words) < 2 or words[0] != "nameserver":
-            continue
-        try:
-            upstream = Upstream(str(ipaddress.ip_address(words[1])))
-        except ValueError:
-            log.warning("%s:%d: nameserver %r is not an IP address; ignored", path, number, words[1])
-            continue
-        if upstream not in found:
-            found.append(upstream)
-    return found
 
 
 # --- messages on the wire --------------------------------------------------------------------------
@@ -306,73 +249,6 @@ def _from_cache(q: Query, entry: _Entry, elapsed: int) -> bytearray:
 
 # --- transports ------------------------------------------------------------------------------------
 
-_Accept = Callable[[bytes], "_Reply | None"]
-
-
-class _UDPReply(asyncio.DatagramProtocol):
-    """Waits on a connected UDP socket for the first datagram `accept` takes; ICMP errors fail it."""
-
-    def __init__(self, accept: _Accept, reply: asyncio.Future[_Reply]) -> None:
-        self.accept = accept
-        self.reply = reply
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if not self.reply.done():
-            reply = self.accept(data)
-            if reply is not None:
-                self.reply.set_result(reply)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.reply.done():
-            self.reply.set_exception(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.reply.done():
-            self.reply.set_exception(exc or ConnectionError("socket closed"))
-
-
-async def _udp(upstream: Upstream, message: bytes, accept: _Accept) -> _Reply:
-    loop = asyncio.get_running_loop()
-    reply: asyncio.Future[_Reply] = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _UDPReply(accept, reply), remote_addr=(upstream.host, upstream.port)
-    )
-    try:
-        transport.sendto(message)
-        return await reply
-    finally:
-        transport.close()
-
-
-async def _tcp(upstream: Upstream, message: bytes, accept: _Accept) -> _Reply:
-    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
-    try:
-        writer.write(struct.pack("!H", len(message)) + message)
-        while True:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-            reply = accept(await reader.readexactly(length))
-            if reply is not None:
-                return reply
-    finally:
-        writer.close()
-
-
-# How a message reaches an upstream: `transport(upstream, message, tcp, accept)` sends `message` and returns
-# the first reply that `accept` takes (a UDP socket also sees datagrams that are no reply to it: wrong ID,
-# wrong question, late replies to others). It raises on any failure; the forwarder bounds its time. The
-# network's in production (`network`); tests give a plain function that plays the upstream.
-Transport = Callable[[Upstream, bytes, bool, Callable[[bytes], bool]], Awaitable[bytes]]
-
-
-async def network(upstream: Upstream, message: bytes, tcp: bool, accept: Callable[[bytes], bool]) -> bytes:
-    """The transport over real sockets: a connected UDP socket, or a TCP connection (RFC 7766 framing)."""
-
-    def take(data: bytes) -> _Reply | None:
-        return _Reply(data, 12, ()) if accept(data) else None
-
-    reply = await (_tcp if tcp else _udp)(upstream, message, take)
-    return reply.wire
-
 
 async def _exchange(transport: Transport, upstream: Upstream, query: bytes, qend: int, tcp: bool) -> _Reply:
     """Send `query` under a new random ID; the upstream's matching reply. Raises on any failure."""
@@ -397,54 +273,6 @@ def _failure(exc: Exception, tcp: bool, budget: float) -> str:
 
 
 # --- loops -----------------------------------------------------------------------------------------
-
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class Loop(NamedTuple):
-    """An upstream dropped because it leads back to this clusterdns, and why."""
-
-    upstream: Upstream
-    reason: str
-
-
-def _ip(host: str) -> _IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(host or "::")
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _on_this_machine(ip: _IPAddress) -> bool:
-    """Whether `ip` is an address of this machine: loopback, or one a socket can bind to."""
-    if ip.is_loopback or ip.is_unspecified:
-        return True
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
-
-
-def _loop_reason(upstream: Upstream, local: Sequence[tuple[_IPAddress, int]]) -> str | None:
-    ip = _ip(upstream.host)
-    if ip is None:
-        return None
-    for host, port in local:
-        if port != upstream.port:
-            continue
-        if ip == host:
-            return f"it is an address clusterdns listens on ({upstream})"
-        if ip.is_unspecified:
-            return f"{ip} is this machine, where clusterdns listens on port {port}"
-        if host.is_unspecified and (host.version == 6 or ip.version == 4) and _on_this_machine(ip):
-            return f"clusterdns listens on {host} port {port}, which takes {ip}, an address of this machine"
-    return None
 
 
 def probe_reply(query: bytes) -> bytes:
@@ -521,7 +349,7 @@ class Forwarder:
         self._cache: dict[tuple[bytes, bool], _Entry] = {}  # by (question key, DO)
         self._health: dict[Upstream, _Health] = {}
         self._inflight = 0
-        addresses = [(ip, port) for host, port in local if (ip := _ip(host)) is not None]
+        addresses = [(ip, port) for host, port in local if (ip := ip_of(host)) is not None]
         stubs: dict[tuple[bytes, ...], list[Upstream]] = {}
         for domain, targets in stub_domains.items():
             try:
@@ -532,7 +360,7 @@ class Forwarder:
         self.upstreams: list[Upstream] = list(upstreams)
         self._stubs = stubs
         for upstream in dict.fromkeys([*self.upstreams, *(u for targets in stubs.values() for u in targets)]):
-            reason = _loop_reason(upstream, addresses)
+            reason = loop_reason(upstream, addresses)
             if reason is not None:
                 self._drop(upstream, reason)
         if not self.upstreams:
@@ -712,7 +540,7 @@ class Forwarder:
         them. Waits at most `timeout`."""
         upstreams = list(dict.fromkeys([*self.upstreams, *(u for targets in self._stubs.values() for u in targets)]))
         if local_only:
-            upstreams = [u for u in upstreams if (ip := _ip(u.host)) is not None and _on_this_machine(ip)]
+            upstreams = [u for u in upstreams if (ip := ip_of(u.host)) is not None and on_this_machine(ip)]
         answers = await asyncio.gather(*(self._probe(upstream) for upstream in upstreams))
         looping = [upstream for upstream, looped in zip(upstreams, answers, strict=True) if looped]
         for upstream in looping:
