@@ -222,12 +222,9 @@ def parse_piece(path: str, piece: Piece, raw: list[Any] | None = None) -> FileRe
     """The objects and problems of one piece of a file (with its raw documents when known), lines
     counted from the start of the file."""
     offset, text = piece
-    part = parse_text(text, path, raw)
+    part = parse_text(text, path, raw, offset)
     if not offset:
         return part
-    for obj in part.objects:
-        if obj.source is not None:
-            object.__setattr__(obj, "source", Source(path, obj.source.line + offset))
     problems = tuple(_shift(p, offset) for p in part.problems)
     return FileResult(path, part.objects, problems, tuple(_shift(p, offset) for p in part.notes))
 
@@ -393,17 +390,18 @@ def _load_json(text: str) -> Any:
     return json.loads(text)
 
 
-def parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
-    """Parse one file's text into objects and problems; `raw` is its raw_documents when known. Whatever
-    the text holds, the answer is a result: a failure nobody foresaw is a problem of this file alone."""
+def parse_text(text: str, path: str, raw: list[Any] | None = None, offset: int = 0) -> FileResult:
+    """Parse one file's text into objects and problems; `raw` is its raw_documents when known; objects'
+    lines are counted `offset` lines further (a piece of a file). Whatever the text holds, the answer is a
+    result: a failure nobody foresaw is a problem of this file alone."""
     try:
-        return _parse_text(text, path, raw)
+        return _parse_text(text, path, raw, offset)
     except Exception as exc:
         reason = f"could not be read: {type(exc).__name__}: {exc} (a bug in clusterdns: please report it)"
         return FileResult(path, problems=(Problem(path, 0, "", "", reason),))
 
 
-def _parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResult:
+def _parse_text(text: str, path: str, raw: list[Any] | None, offset: int) -> FileResult:
     objects: list[Object] = []
     problems: list[Problem] = []
     notes: list[Problem] = []
@@ -417,7 +415,7 @@ def _parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResul
         return join_pieces(path, [parse_piece(path, chunk) for chunk in chunks], (0.0, 0))
     for doc in docs:
         try:
-            obj = parse_object(doc.data)
+            obj = parse_object(doc.data, Source(path, doc.line + offset))
         except ManifestError as exc:
             subject = _subject(doc.data)
             line = _locate(text, path, doc, exc.path)
@@ -427,8 +425,6 @@ def _parse_text(text: str, path: str, raw: list[Any] | None = None) -> FileResul
             kind = doc.data.get("kind")
             notes.append(Problem(path, doc.line, _subject(doc.data), "", f"kind {kind} is not used; skipped", True))
             continue
-        if obj.source is None:
-            obj = _with_source(obj, Source(path, doc.line))
         objects.append(obj)
     return FileResult(path, tuple(objects), tuple(problems), tuple(notes))
 
@@ -442,13 +438,6 @@ def _shift(problem: Problem, offset: int) -> Problem:
         problem.message,
         problem.note,
     )
-
-
-def _with_source(obj: Object, source: Source) -> Object:
-    # The object is brand new and not yet shared: set the field in place, as a frozen dataclass's own
-    # __init__ does, rather than copy every object of a large zone with dataclasses.replace.
-    object.__setattr__(obj, "source", source)
-    return obj
 
 
 # --- documents and lines ----------------------------------------------------------------------------
@@ -792,8 +781,9 @@ def _ip(value: Any, path: Path) -> str:
 # --- objects ----------------------------------------------------------------------------------------
 
 
-def parse_object(data: Any) -> Object | None:
-    """Validate one document into a typed object; None for a kind clusterdns does not use.
+def parse_object(data: Any, source: Source | None = None) -> Object | None:
+    """Validate one document (declared at `source`) into a typed object; None for a kind clusterdns does
+    not use.
 
     Raises ManifestError naming the field path (relative to the document) and the reason.
     """
@@ -809,23 +799,27 @@ def parse_object(data: Any) -> Object | None:
     else:
         namespace = _str(meta, "namespace", ("metadata",)) or "default"
         _check(("metadata", "namespace"), dns1123_label_error(namespace))
-    obj: Object = _PARSERS[kind](data, meta, namespace, name)
+    obj: Object = _PARSERS[kind](data, meta, namespace, name, source)
     return obj
 
 
-def _parse_namespace(data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str) -> Namespace:
+def _parse_namespace(
+    data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str, source: Source | None
+) -> Namespace:
     _check(("metadata", "name"), dns1123_label_error(name))
-    return Namespace(name, _labels(meta, "labels", ("metadata",)))
+    return Namespace(name, _labels(meta, "labels", ("metadata",)), source=source)
 
 
-def _parse_service_cidr(data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str) -> ServiceCIDR:
+def _parse_service_cidr(
+    data: dict[str, Any], meta: dict[str, Any], _ns: str, name: str, source: Source | None
+) -> ServiceCIDR:
     spec = _map(data, "spec", (), required=True)
     cidrs = []
     for i, value in enumerate(_list(spec, "cidrs", ("spec",), required=True)):
         cidrs.append(parse_cidr(value, ("spec", "cidrs", i)))
     if not cidrs or len(cidrs) > 2:
         raise ManifestError(("spec", "cidrs"), f"must hold one or two CIDRs, got {len(cidrs)}")
-    return ServiceCIDR(name, tuple(cidrs))
+    return ServiceCIDR(name, tuple(cidrs), source=source)
 
 
 def parse_cidr(value: Any, path: Path) -> str:
@@ -838,7 +832,9 @@ def parse_cidr(value: Any, path: Path) -> str:
         raise ManifestError(path, f"must be a CIDR such as 10.0.0.0/16, got {value!r} ({exc})") from None
 
 
-def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Service:
+def _parse_service(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> Service:
     _check(("metadata", "name"), dns1035_label_error(name))
     spec = _map(data, "spec", (), required=True)
     sp: Path = ("spec",)
@@ -889,6 +885,7 @@ def _parse_service(data: dict[str, Any], meta: dict[str, Any], namespace: str, n
         session_affinity_timeout=timeout,
         labels=_labels(meta, "labels", ("metadata",)),
         annotations=_str_map(meta, "annotations", ("metadata",)),
+        source=source,
     )
 
 
@@ -994,7 +991,7 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
     return tuple(ports)
 
 
-def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Pod:
+def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None) -> Pod:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     spec = _pod_spec(_map(data, "spec", (), required=True), ("spec",))
     status = _map(data, "status", ())
@@ -1027,6 +1024,7 @@ def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name:
         ready=ready,
         phase=phase,
         uid=_str(meta, "uid", ("metadata",)),
+        source=source,
     )
 
 
@@ -1199,7 +1197,9 @@ def parse_selector(value: Any, path: Path) -> Selector:
     return Selector(match_labels, tuple(expressions))
 
 
-def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Workload:
+def _parse_workload(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> Workload:
     kind = data["kind"]
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     spec = _map(data, "spec", (), required=True)
@@ -1242,6 +1242,7 @@ def _parse_workload(data: dict[str, Any], meta: dict[str, Any], namespace: str, 
         service_name=service_name,
         template_hash=template_hash(template) if kind == "Deployment" else "",
         labels=_labels(meta, "labels", ("metadata",)),
+        source=source,
     )
 
 
@@ -1266,7 +1267,9 @@ def _endpoint_ports(item: dict[str, Any], path: Path) -> tuple[EndpointPort, ...
     return tuple(ports)
 
 
-def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointsObject:
+def _parse_endpoints(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> EndpointsObject:
     _check(("metadata", "name"), dns1035_label_error(name))
     endpoints: list[Endpoint] = []
     for sp, subset in _items(data, "subsets", ()):
@@ -1287,10 +1290,12 @@ def _parse_endpoints(data: dict[str, Any], meta: dict[str, Any], namespace: str,
                         pod=_str(target, "name", (*ap, "targetRef")),
                     )
                 )
-    return EndpointsObject(namespace, name, tuple(endpoints))
+    return EndpointsObject(namespace, name, tuple(endpoints), source=source)
 
 
-def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> EndpointSlice:
+def _parse_endpoint_slice(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> EndpointSlice:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     labels = _labels(meta, "labels", ("metadata",))
     service_name = labels.get("kubernetes.io/service-name", "")
@@ -1328,15 +1333,21 @@ def _parse_endpoint_slice(data: dict[str, Any], meta: dict[str, Any], namespace:
                 )
             )
     managed_by = labels.get("endpointslice.kubernetes.io/managed-by", "")
-    return EndpointSlice(namespace, name, service_name, address_type, tuple(endpoints), managed_by=managed_by)
+    return EndpointSlice(
+        namespace, name, service_name, address_type, tuple(endpoints), managed_by=managed_by, source=source
+    )
 
 
-def _parse_config_map(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> ConfigMap:
+def _parse_config_map(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> ConfigMap:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
-    return ConfigMap(namespace, name, _str_map(data, "data", ()))
+    return ConfigMap(namespace, name, _str_map(data, "data", ()), source=source)
 
 
-def _parse_secret(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str) -> Secret:
+def _parse_secret(
+    data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
+) -> Secret:
     _check(("metadata", "name"), dns1123_subdomain_error(name))
     values: dict[str, str] = {}
     for key, encoded in _str_map(data, "data", ()).items():
@@ -1345,7 +1356,7 @@ def _parse_secret(data: dict[str, Any], meta: dict[str, Any], namespace: str, na
         except (binascii.Error, ValueError):
             raise ManifestError(("data", key), "must be base64-encoded") from None
     values.update(_str_map(data, "stringData", ()))
-    return Secret(namespace, name, values, _str(data, "type", (), default="Opaque"))
+    return Secret(namespace, name, values, _str(data, "type", (), default="Opaque"), source=source)
 
 
 _PARSERS: dict[str, Any] = {
