@@ -93,8 +93,10 @@ BASE_CHAINS: Mapping[str, tuple[str, ...]] = {
         "type filter hook output priority -90; policy accept;",
         "ct state new jump cluster-ips-check",
     ),
-    "services": (
+    "services": (  # the masquerade check once here, for every service address: not a rule in each chain
+        "ip daddr . meta l4proto . th dport @service-ips jump masquerade-check",
         "ip daddr . meta l4proto . th dport vmap @service-ips",
+        "ip6 daddr . meta l4proto . th dport @service-ips6 jump masquerade-check",
         "ip6 daddr . meta l4proto . th dport vmap @service-ips6",
         "ip daddr @node-ips meta l4proto . th dport vmap @service-nodeports",
         "ip6 daddr @node-ips6 meta l4proto . th dport vmap @service-nodeports6",
@@ -257,11 +259,11 @@ def _targets(
 def _service_chain(
     port: ServicePort, targets: list[tuple[str, int]], svc: Service, v6: bool, sets: dict[str, str], suffix: str
 ) -> tuple[str, ...]:
-    """A service chain: the masquerade check, ClientIP affinity (with its sets, one per endpoint), the random
-    choice of an endpoint."""
+    """A service chain: ClientIP affinity (with its sets, one per endpoint), then the random choice of an
+    endpoint. (The masquerade check is made once, in `services`, before the verdict map.)"""
     family, addr_type = ("ip6", "ipv6_addr") if v6 else ("ip", "ipv4_addr")
     proto = port.protocol.lower()
-    lines = ["jump masquerade-check"]
+    lines: list[str] = []
     dnat = [f"meta l4proto {proto} dnat {family} to {f'[{ip}]' if v6 else ip}:{target}" for ip, target in targets]
     if svc.session_affinity == "ClientIP":
         timeout = svc.session_affinity_timeout
