@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
-from clusterdns.manifests import Problem
 from clusterdns.model import (
     EXTERNAL_NAME,
     SLICE_CONTROLLER,
@@ -27,6 +26,7 @@ from clusterdns.model import (
     Source,
     display_name,
 )
+from clusterdns.problems import Problem
 
 if TYPE_CHECKING:
     from clusterdns.registry import Registry

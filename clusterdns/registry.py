@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
 from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
-from clusterdns.manifests import FileResult, ManifestError, Path, Problem, parse_cidr
+from clusterdns.manifests import parse_cidr
 from clusterdns.model import (
     EXTERNAL_NAME,
     LOAD_BALANCER,
@@ -37,6 +37,7 @@ from clusterdns.model import (
     display_name,
     kind_of,
 )
+from clusterdns.problems import FileResult, ManifestError, Path, Problem
 from clusterdns.workloads import replica_owners, workload_pods
 
 ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")

@@ -16,7 +16,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from clusterdns.manifests import MANIFEST_SUFFIXES
+from clusterdns.documents import MANIFEST_SUFFIXES
 
 log = logging.getLogger("clusterdns.watch")
 

@@ -20,20 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from clusterdns.allocate import Store
-from clusterdns.manifests import (
-    FileLocator,
-    FileResult,
-    Piece,
-    Problem,
-    find_files,
-    join_pieces,
-    parse_file,
-    parse_piece,
-    piece_documents,
-    pieces,
-    read_file,
-    read_text,
-)
+from clusterdns.documents import FileLocator, Piece, find_files, piece_documents, pieces, read_text
+from clusterdns.manifests import join_pieces, parse_file, parse_piece, read_file
+from clusterdns.problems import FileResult, Problem
 from clusterdns.registry import Config, Memo, Registry, build
 
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from clusterdns import fastyaml
-from clusterdns.manifests import find_files, parse_text
+from clusterdns.documents import find_files
+from clusterdns.manifests import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1183,12 +1183,12 @@ def test_nesting_up_to_the_limit_loads(write_zones: WriteZones, load: Load) -> N
 
 def test_pyyaml_without_libyaml_counts_depth_first() -> None:
     """With PyYAML's pure-Python loader (no libyaml) depth is counted from events before it composes."""
-    from clusterdns import fastyaml, manifests
+    from clusterdns import documents, fastyaml
 
     with pytest.raises(fastyaml.TooDeep) as caught:
-        manifests._load_yaml(nested_block(2000), loader=__import__("yaml").SafeLoader)
+        documents.load_yaml(nested_block(2000), loader=__import__("yaml").SafeLoader)
     assert caught.value.line == 105
-    assert manifests._load_yaml(nested_block(50), loader=__import__("yaml").SafeLoader)[0]["kind"] == "ConfigMap"
+    assert documents.load_yaml(nested_block(50), loader=__import__("yaml").SafeLoader)[0]["kind"] == "ConfigMap"
 
 
 BAD_SCALARS = [

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from clusterdns import zones
-from clusterdns.manifests import pieces, read_file
+from clusterdns.documents import pieces
+from clusterdns.manifests import read_file
 
 
 def service(i: int) -> str:
