@@ -369,7 +369,7 @@ class FileLocator:
         self._text = ""
         self._starts: list[int] = []  # line (from 1) where each document's text starts
         self._offsets: list[int] = []  # and its character offset
-        self._docs: dict[int, list[Any]] = {}  # document index -> candidate nodes (root, List items)
+        self._docs: dict[int, list[Any]] = {}  # the last document's index -> candidate nodes (root, List items)
 
     def __call__(self, source: Source, field_path: Path) -> int:
         """The line of `field_path` in the object declared at `source`; 0 if unknown."""
@@ -385,8 +385,9 @@ class FileLocator:
             return 0
         index = max(0, bisect.bisect_right(self._starts, source.line) - 1)
         candidates = self._docs.get(index)
-        if candidates is None:
-            candidates = self._docs[index] = self._compose(index)
+        if candidates is None:  # only the last document is kept: problems come object by object
+            candidates = self._compose(index)
+            self._docs = {index: candidates}
         best = None
         for node in candidates:
             line = node.start_mark.line + self._starts[index]
