@@ -191,6 +191,7 @@ def loop_reason(upstream: Upstream, local: Sequence[tuple[IPAddress, int]]) -> s
             return f"it is an address clusterdns listens on ({upstream})"
         if ip.is_unspecified:
             return f"{ip} is this machine, where clusterdns listens on port {port}"
-        if host.is_unspecified and (host.version == 6 or ip.version == 4) and on_this_machine(ip):
-            return f"clusterdns listens on {host} port {port}, which takes {ip}, an address of this machine"
+        # An address of this machine while clusterdns listens on 0.0.0.0 or :: on that port is not dropped
+        # here: it may be clusterdns, or a resolver the kernel sends elsewhere first (Docker's 127.0.0.11 is
+        # DNATed to Docker's own). The loop probe at start tells which, as CoreDNS's loop plugin does.
     return None

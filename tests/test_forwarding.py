@@ -415,6 +415,17 @@ def test_loop_to_itself(start: Start) -> None:
     check(server.ask(WEB), NOERROR, WEB_A)
 
 
+def test_loop_to_itself_through_a_wildcard(start: Start) -> None:
+    """Listening on 0.0.0.0, an upstream at 127.0.0.1 on the same port may be clusterdns or a resolver the
+    kernel redirects (Docker's 127.0.0.11): the start-up probe tells, and here drops it as a loop."""
+    port = free_port()
+    server = start("--host", "0.0.0.0", "--upstream", f"127.0.0.1:{port}", port=port)
+    warning = f"upstream 127.0.0.1:{port} dropped: a loop probe sent to it came back to this clusterdns"
+    until(lambda: warning in server.stderr(), 5, "the loop warning")
+    assert server.rcode("loop.example.test.") == "SERVFAIL"
+    check(server.ask(WEB), NOERROR, WEB_A)
+
+
 def test_loop_through_dnsmasq(start: Start, daemons: Daemons) -> None:
     """An upstream that forwards back to clusterdns (dnsmasq with server=<clusterdns>) is found by the start-up
     probe and dropped with a warning naming it; outside names then get SERVFAIL and never reach it."""
