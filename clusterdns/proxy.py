@@ -102,15 +102,36 @@ def place(host: str, dns_port: int, node_ips: Sequence[str], interface: str | No
     elif interface not in found:
         raise ProxyError(f"--proxy-interface: no interface {interface!r} here (there are {', '.join(sorted(found))})")
     dns_ip = ips[0] if addr.is_unspecified and ips else host
+    bridged = _bridge_netfilter(interface)
     local = sorted(
         {
             str(a.network)
             for a in found[interface]
-            if a.network.prefixlen < a.network.max_prefixlen and not a.ip.is_link_local
+            if a.network.prefixlen < a.network.max_prefixlen
+            and not a.ip.is_link_local
+            and a.version not in bridged
         }
     )
     dns = None if ipaddress.ip_address(dns_ip).is_unspecified else (dns_ip, dns_port)
     return Placement(interface, Node(tuple(ips), dns, tuple(local)))
+
+
+def _bridge_netfilter(interface: str) -> set[int]:
+    """The IP versions whose bridged packets pass this machine's netfilter hooks on `interface`, a bridge
+    with br_netfilter's bridge-nf-call-iptables (ip6tables) on. There an endpoint's reply to a client on
+    the bridge is un-NATed by conntrack on its way across the bridge, as with kubenet: masquerading such
+    clients is not needed, and their replies skip this machine's routing."""
+    if not os.path.isdir(f"/sys/class/net/{interface}/bridge"):
+        return set()
+    on = set()
+    for version, name in ((4, "bridge-nf-call-iptables"), (6, "bridge-nf-call-ip6tables")):
+        try:
+            with open(f"/proc/sys/net/bridge/{name}", encoding="ascii") as f:
+                if f.read().strip() == "1":
+                    on.add(version)
+        except OSError:
+            pass
+    return on
 
 
 @dataclass
