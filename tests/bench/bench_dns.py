@@ -340,9 +340,9 @@ def run_check(fx: str, size: int, timeout: float) -> Check:
         if status is None:
             os.killpg(proc.pid, signal.SIGKILL)
             _status, usage = _wait4(proc.pid, time.monotonic() + 10)
-            result = f"timeout after {timeout:.0f} s"
+            result = f"killed at the {timeout:.0f} s timeout"
         else:
-            result = f"exit {os.waitstatus_to_exitcode(status)}"
+            result = f"exit {os.waitstatus_to_exitcode(status)} after {seconds:.1f} s"
         proc.returncode = -1  # reaped by wait4: Popen must not wait for it again
     problems = located = 0
     with open(out_path, errors="replace") as f:
@@ -496,7 +496,7 @@ def print_tables(
     for c in checks:
         print(
             f"\n`clusterdns check`, {c.size:,} Services, {c.expected:,} cluster IPs outside {CHECK_CIDR}: "
-            f"{c.status}, {c.seconds:.1f} s, peak RSS {c.peak_mb:,.0f} MB, {c.problems:,} problem lines "
+            f"{c.status}, peak RSS {c.peak_mb:,.0f} MB, {c.problems:,} problem lines "
             f"({c.located:,} with file:line)"
         )
 
