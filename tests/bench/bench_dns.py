@@ -223,11 +223,11 @@ def first_answer(port: int, qname: str, expected: str, proc: subprocess.Popen[by
     None when the process exits or the deadline passes."""
     query_id = 0
     want = socket.inet_aton(expected)
+    question = b"".join(bytes([len(label)]) + label.encode() for label in qname.split(".")) + b"\0"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect(("127.0.0.1", port))
         while time.monotonic() < deadline and proc.poll() is None:
             query_id = (query_id + 1) & 0xFFFF
-            question = b"".join(bytes([len(label)]) + label.encode() for label in qname.split(".")) + b"\0"
             with contextlib.suppress(ConnectionRefusedError):  # the last query's ICMP port unreachable
                 sock.send(struct.pack("!HHHHHH", query_id, 0, 1, 0, 0, 0) + question + struct.pack("!HH", 1, 1))
             tick = time.monotonic() + 0.025
