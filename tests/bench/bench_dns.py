@@ -1,28 +1,51 @@
 #!/usr/bin/env python3
-"""Benchmark: dnsperf against clusterdns, BIND 9 and dnsmasq on the same generated cluster, in one run.
+"""Benchmark: dnsperf against clusterdns, BIND 9, Knot, NSD and dnsmasq on one generated cluster, in one run.
 
-    python tests/bench/bench_dns.py [--sizes 1000,10000] [--seconds 10] [--modes udp,tcp] [--workers N]
+    python tests/bench/bench_dns.py [--sizes 1000,10000,100000] [--seconds 10] [--modes udp,tcp]
+        [--workers N] [--peers BIND,Knot,NSD,dnsmasq] [--dnsmasq-max 10000] [--check-size 100000]
 
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
-(BIND, authoritative) and host-record/srv-host lines (dnsmasq). The query mix imitates pods with
-ndots:5: 70% A for existing services, 10% SRV `_http._tcp`, 10% AAAA (NODATA: services are IPv4 only),
-10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`, NXDOMAIN). Right before each
-measured run, each server gets a warm-up run of the same transport (`--warmup` seconds, about one pass
-over the query file: clusterdns builds each distinct answer once, on its first query). The table shows
-QPS, lost queries and latency of each server's best of `--passes` runs (in alternating order), and
-clusterdns' ratio to each peer. "clusterdns -m" is clusterdns with
---http off: no metrics, so no counting; its row shows what counting costs. Needs dnsperf, named and
-dnsmasq (apt-get install dnsperf bind9 dnsmasq-base). Every server listens on 127.0.0.1 only and every
-run is bounded in time.
+(BIND, Knot and NSD, each authoritative for it) and host-record/srv-host lines (dnsmasq). The query mix
+imitates pods with ndots:5: 70% A for existing services, 10% SRV `_http._tcp`, 10% AAAA (NODATA:
+services are IPv4 only), 10% search-path misses (`<svc>.<ns>.svc.cluster.local.cluster.local`,
+NXDOMAIN). Cluster IPs run from 10.0.1.0 upward, past 10.0.0.0/16 above 65,280 Services: clusterdns
+serves with `--service-cidr 10.0.0.0/12` so that every Service is valid.
+
+The servers are started one at a time. For each, the table shows:
+- startup: from process start to the first correct answer (the last Service's A record, asked over
+  UDP every 25 ms, for at most `--startup-timeout` seconds);
+- first use: right after that answer, a UDP run of `--cold` seconds with no warm-up (clusterdns builds
+  each distinct answer on its first query; this is what that costs), and the QPS of its first second;
+- warmed QPS: once every server is up, each gets a warm-up run of the same transport (`--warmup`
+  seconds, about one pass over the query file) right before each measured run; the best of `--passes`
+  runs (in alternating order) is kept, with lost queries and latency, and clusterdns' ratio to each peer;
+- memory: the Pss of the server and all its processes (clusterdns' workers, NSD's servers), read from
+  /proc/PID/smaps_rollup after every measured run of that size.
+"clusterdns -m" is clusterdns with --http off: no metrics, so no counting; its row shows what counting
+costs. dnsmasq searches its host records linearly: it is skipped above `--dnsmasq-max` Services.
+
+Then `clusterdns check` runs on `--check-size` Services with the default service CIDR (10.0.0.0/16),
+so every cluster IP past it is a problem (34,720 at 100,000 Services): its time, its peak RSS (the
+largest of its processes, from wait4) and the problem lines it printed, killed after `--check-timeout`.
+
+Needs dnsperf, named, knotd, nsd and dnsmasq (apt-get install dnsperf bind9 knot nsd dnsmasq-base).
+Every server listens on 127.0.0.1 only, and every run and every wait is bounded in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import math
 import os
 import random
 import re
+import resource
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -33,14 +56,32 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from dns_helpers import free_port  # noqa: E402
 
+NAN = float("nan")
+# What serve is given, wide enough for every generated cluster IP; check keeps the default /16.
+SERVE_CIDR = "10.0.0.0/12"
+CHECK_CIDR = "10.0.0.0/16"
+PEERS = ("BIND", "Knot", "NSD", "dnsmasq")
+# Each tool, the Debian package it comes in.
+PACKAGES = {
+    "dnsperf": "dnsperf",
+    "named": "bind9",
+    "knotd": "knot",
+    "nsd": "nsd",
+    "dnsmasq": "dnsmasq-base",
+}
+TOOL = {"BIND": "named", "Knot": "knotd", "NSD": "nsd", "dnsmasq": "dnsmasq"}
 
-def generate(out: str, n: int) -> None:
+
+def cluster_ip(i: int) -> str:
+    """The generated cluster IP of service i: 10.0.1.0 upward."""
+    k = i + 256
+    return f"10.{k >> 16}.{(k >> 8) & 255}.{k & 255}"
+
+
+def generate(out: str, n: int, peers: bool = True) -> None:
     """N services over N/50 namespaces, cluster IPs from 10.0.1.0, one port `http` 80/TCP each."""
     namespaces = max(1, n // 50)
-    svcs = []
-    for i in range(n):
-        k = i + 256
-        svcs.append((f"svc-{i}", f"ns-{i % namespaces}", f"10.{k >> 16}.{(k >> 8) & 255}.{k & 255}"))
+    svcs = [(f"svc-{i}", f"ns-{i % namespaces}", cluster_ip(i)) for i in range(n)]
     os.makedirs(os.path.join(out, "zones"), exist_ok=True)
     with open(os.path.join(out, "zones", "services.yaml"), "w") as f:
         for name, ns, ip in svcs:
@@ -48,6 +89,8 @@ def generate(out: str, n: int) -> None:
                 f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
                 f"spec:\n  clusterIP: {ip}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n"
             )
+    if not peers:
+        return
     with open(os.path.join(out, "cluster.local.zone"), "w") as f:
         f.write("$TTL 5\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n")
         f.write("@ IN NS ns.dns.cluster.local.\nns.dns IN A 10.0.0.10\n")
@@ -74,61 +117,187 @@ def generate(out: str, n: int) -> None:
                 f.write(f"{fq}.cluster.local A\n")
 
 
-def start_servers(fx: str, workers: int) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+@dataclasses.dataclass
+class Server:
+    """One server under test: how to start it, where it answers, and what was measured of it."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    log: str
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    startup: float = NAN
+    cold: dict[str, float] = dataclasses.field(default_factory=dict)
+    pss_mb: float = NAN
+
+
+def servers_for(fx: str, peers: list[str], workers: int) -> list[Server]:
     """clusterdns as it runs by default (metrics on), clusterdns without metrics (to see what counting
-    costs), BIND and dnsmasq; each on its own free port of 127.0.0.1."""
-    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    costs), and the peers, each configured in the fixture directory on its own free port of 127.0.0.1."""
+    servers = []
     env = dict(os.environ, PYTHONPATH=ROOT)
     for name, http in (("clusterdns", f"127.0.0.1:{free_port()}"), ("clusterdns -m", "off")):
         port = free_port()
+        state = os.path.join(fx, "state" + name.replace(" ", ""))
         cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
-        cmd += ["--state", os.path.join(fx, "state"), "--port", str(port), "--upstream", "off", "--http", http]
+        cmd += ["--state", state, "--service-cidr", SERVE_CIDR, "--port", str(port), "--upstream", "off"]
+        cmd += ["--http", http, "--lameduck", "0"]
         if workers:
             cmd += ["--workers", str(workers)]
-        log = _log(fx, name.replace(" ", "") + ".log")
-        servers[name] = (subprocess.Popen(cmd, env=env, stderr=log), port)
-    port = free_port()
+        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env))
+    for peer in peers:
+        port = free_port()
+        servers.append(Server(peer, PEER_CONFIG[peer](fx, port), port, peer + ".log"))
+    return servers
+
+
+def named_config(fx: str, port: int) -> list[str]:
     with open(os.path.join(fx, "named.conf"), "w") as f:
         f.write(
             f'options {{ directory "{fx}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n'
             f'  recursion no; pid-file none; }};\nzone "cluster.local" {{ type master; file "cluster.local.zone"; }};\n'
         )
-    log = _log(fx, "named.log")
-    servers["BIND"] = (subprocess.Popen(["named", "-c", f"{fx}/named.conf", "-g", "-u", "root"], stderr=log), port)
-    port = free_port()
+    return ["named", "-c", f"{fx}/named.conf", "-g", "-u", "root"]
+
+
+def knot_config(fx: str, port: int) -> list[str]:
+    """Knot's defaults otherwise: a UDP and a TCP thread per core, no response rate limiting (that is
+    the rrl module, not loaded). No journal and no zone file flush: the zone is read, served, dropped."""
+    run = os.path.join(fx, "knot")
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(fx, "knot.conf"), "w") as f:
+        f.write(
+            f'server:\n  rundir: "{run}"\n  listen: 127.0.0.1@{port}\n'
+            f'database:\n  storage: "{run}"\n'
+            "log:\n  - target: stderr\n    any: info\n"
+            f'zone:\n  - domain: cluster.local\n    storage: "{fx}"\n    file: cluster.local.zone\n'
+            "    journal-content: none\n    zonefile-sync: -1\n"
+        )
+    return ["knotd", "-c", f"{fx}/knot.conf"]
+
+
+def nsd_config(fx: str, port: int) -> list[str]:
+    """As many server processes as cores (BIND and Knot run a thread per core by default; NSD one
+    process) on one reuseport socket each, and no response rate limiting: from one client every query
+    would count against the same limit. Every file it keeps is in the fixture directory."""
+    with open(os.path.join(fx, "nsd.conf"), "w") as f:
+        f.write(
+            f"server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  do-ip6: no\n"
+            f"  server-count: {os.cpu_count() or 1}\n  reuseport: yes\n"
+            f'  username: ""\n  chroot: ""\n  zonesdir: "{fx}"\n  pidfile: "{fx}/nsd.pid"\n'
+            f'  database: ""\n  zonelistfile: "{fx}/nsd.zonelist"\n  xfrdfile: "{fx}/nsd.xfrd"\n'
+            f'  xfrdir: "{fx}"\n  verbosity: 1\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n'
+            "remote-control:\n  control-enable: no\n"
+            "zone:\n  name: cluster.local\n  zonefile: cluster.local.zone\n"
+        )
+    return ["nsd", "-d", "-c", f"{fx}/nsd.conf"]
+
+
+def dnsmasq_config(fx: str, port: int) -> list[str]:
     with open(os.path.join(fx, "dnsmasq.conf"), "w") as f:
         f.write(f"no-resolv\nno-hosts\nport={port}\nlisten-address=127.0.0.1\nbind-interfaces\ncache-size=0\n")
         f.write(f"local=/cluster.local/\nconf-file={fx}/dnsmasq.hosts\n")
-    servers["dnsmasq"] = (
-        subprocess.Popen(["dnsmasq", "-C", f"{fx}/dnsmasq.conf", "--keep-in-foreground", "--pid-file="]),
-        port,
-    )
-    return servers
+    return ["dnsmasq", "-C", f"{fx}/dnsmasq.conf", "--keep-in-foreground", "--pid-file="]
 
 
-def _log(fx: str, name: str) -> int:
-    """A file descriptor for a server's log inside the fixture directory (closed with the process)."""
-    return os.open(os.path.join(fx, name), os.O_WRONLY | os.O_CREAT, 0o644)
+PEER_CONFIG = {"BIND": named_config, "Knot": knot_config, "NSD": nsd_config, "dnsmasq": dnsmasq_config}
 
 
-def wait_ready(port: int, seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["dig", "+short", "+time=1", "+tries=1", "-p", str(port), "@127.0.0.1", "svc-1.ns-1.svc.cluster.local"],
-            capture_output=True,
-            text=True,
-        )
-        if out.stdout.strip():
-            return True
-        time.sleep(0.2)
-    return False
+def start(server: Server, fx: str, qname: str, expected: str, timeout: float) -> bool:
+    """Start the server and time it to the first reply that holds `expected` as qname's A record."""
+    log = os.open(os.path.join(fx, server.log), os.O_WRONLY | os.O_CREAT, 0o644)
+    t0 = time.monotonic()
+    try:
+        server.proc = subprocess.Popen(server.cmd, env=server.env, stdout=log, stderr=log)
+    finally:
+        os.close(log)
+    seconds = first_answer(server.port, qname, expected, server.proc, t0 + timeout)
+    if seconds is not None:
+        server.startup = seconds - t0
+    return seconds is not None
 
 
-def dnsperf(port: int, queries: str, seconds: int, mode: str) -> dict[str, float]:
+def first_answer(port: int, qname: str, expected: str, proc: subprocess.Popen[bytes], deadline: float) -> float | None:
+    """Ask for qname's A record every 25 ms until a reply holds `expected`; the time of that reply, or
+    None when the process exits or the deadline passes."""
+    query_id = 0
+    want = socket.inet_aton(expected)
+    question = b"".join(bytes([len(label)]) + label.encode() for label in qname.split(".")) + b"\0"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", port))
+        while time.monotonic() < deadline and proc.poll() is None:
+            query_id = (query_id + 1) & 0xFFFF
+            with contextlib.suppress(ConnectionRefusedError):  # the last query's ICMP port unreachable
+                sock.send(struct.pack("!HHHHHH", query_id, 0, 1, 0, 0, 0) + question + struct.pack("!HH", 1, 1))
+            tick = time.monotonic() + 0.025
+            while (left := tick - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    reply = sock.recv(4096)
+                except (TimeoutError, ConnectionRefusedError):
+                    break
+                # Same ID, rcode NOERROR, at least one answer, and the A record's address in it.
+                answers = struct.unpack("!H", reply[6:8])[0] if len(reply) > 12 else 0
+                if answers and reply[:2] == struct.pack("!H", query_id) and reply[3] & 15 == 0 and want in reply[12:]:
+                    return time.monotonic()
+            time.sleep(max(0.0, tick - time.monotonic()))
+    return None
+
+
+def stop(servers: list[Server]) -> None:
+    for server in servers:
+        if server.proc and server.proc.poll() is None:
+            server.proc.terminate()
+    for server in servers:
+        if server.proc:
+            try:
+                server.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait(10)
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it, from the parent field of /proc/*/stat."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    """The Pss of a process and all its descendants, in MB (shared pages counted once between them)."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except OSError:
+            continue
+    return total / 1024
+
+
+def dnsperf(port: int, queries: str, seconds: int, mode: str, per_second: bool = False) -> dict[str, float]:
+    """One dnsperf run; with per_second, also the QPS of its first second ("first")."""
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds), "-T", "1"]
     if mode == "tcp":
         cmd += ["-m", "tcp", "-c", "20"]
+    if per_second:
+        cmd += ["-S", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     found: dict[str, float] = {}
     for key, pattern in (
@@ -138,61 +307,160 @@ def dnsperf(port: int, queries: str, seconds: int, mode: str) -> dict[str, float
         ("latency", r"Average Latency \(s\):\s+([\d.]+)"),
     ):
         m = re.search(pattern, out)
-        found[key] = float(m.group(1)) if m else float("nan")
+        found[key] = float(m.group(1)) if m else NAN
+    if per_second:
+        # `-S 1` prints "<time>: <QPS>" at the start (a meaningless 0) and after each whole second.
+        rates = re.findall(r"^\d+\.\d+: ([\d.]+)$", out, re.M)
+        found["first"] = float(rates[1]) if len(rates) > 1 else NAN
     return found
 
 
+@dataclasses.dataclass
+class Check:
+    size: int
+    expected: int
+    seconds: float
+    peak_mb: float
+    problems: int
+    located: int
+    status: str
+
+
+def run_check(fx: str, size: int, timeout: float) -> Check:
+    """`clusterdns check` with the default service CIDR, killed after `timeout` seconds."""
+    out_path = os.path.join(fx, "check.out")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "clusterdns", "check", "--zones", os.path.join(fx, "zones")]
+    cmd += ["--state", os.path.join(fx, "state-check"), "--service-cidr", CHECK_CIDR]
+    with open(out_path, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        status, usage = _wait4(proc.pid, t0 + timeout)
+        seconds = time.monotonic() - t0
+        if status is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _status, usage = _wait4(proc.pid, time.monotonic() + 10)
+            result = f"killed at the {timeout:.0f} s timeout"
+        else:
+            result = f"exit {os.waitstatus_to_exitcode(status)} after {seconds:.1f} s"
+        proc.returncode = -1  # reaped by wait4: Popen must not wait for it again
+    problems = located = 0
+    with open(out_path, errors="replace") as f:
+        for line in f:
+            if line.startswith("error: "):
+                problems += 1
+                located += bool(re.match(r"error: \S+:\d+: ", line))
+    peak = usage.ru_maxrss / 1024 if usage else NAN
+    return Check(size, max(0, size - 65280), seconds, peak, problems, located, result)
+
+
+def _wait4(pid: int, deadline: float) -> tuple[int | None, resource.struct_rusage | None]:
+    """Reap pid before the deadline: its wait status and resource usage, or (None, None)."""
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage
+        if time.monotonic() >= deadline:
+            return None, None
+        time.sleep(0.05)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--modes", default="udp,tcp")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of queries before measuring")
     parser.add_argument("--passes", type=int, default=2, help="measured runs per server (best kept)")
     parser.add_argument("--workers", type=int, default=0, help="clusterdns --workers (default: its own)")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from " + ", ".join(PEERS))
+    parser.add_argument("--dnsmasq-max", type=int, default=10_000, help="skip dnsmasq above this many Services")
+    parser.add_argument("--cold", type=int, default=3, help="seconds of the first-use UDP run (no warm-up)")
+    parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for a first answer")
+    parser.add_argument("--check-size", type=int, default=100_000, help="Services for `check` (0: no check)")
+    parser.add_argument("--check-timeout", type=float, default=120, help="seconds before `check` is killed")
     args = parser.parse_args()
-    missing = [tool for tool in ("dnsperf", "named", "dnsmasq", "dig") if not shutil.which(tool)]
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        parser.error(f"--peers: unknown {', '.join(unknown)}; known: {', '.join(PEERS)}")
+    tools = ["dnsperf", *(TOOL[p] for p in peers)]
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
-        print(f"missing tools: {', '.join(missing)} (apt-get install dnsperf bind9 dnsmasq-base bind9-dnsutils)")
+        print(f"missing tools: {', '.join(missing)} (apt-get install {' '.join(PACKAGES[t] for t in missing)})")
         return 1
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    started = time.monotonic()
+    rows: list[tuple[int, str, str, dict[str, float]]] = []
+    measured: list[tuple[int, Server]] = []
+    checks: list[Check] = []
+    for size in sizes:
         with tempfile.TemporaryDirectory() as fx:
             generate(fx, size)
-            servers = start_servers(fx, args.workers)
+            here = [p for p in peers if p != "dnsmasq" or size <= args.dnsmasq_max]
+            servers = servers_for(fx, here, args.workers)
+            if here != peers:
+                print(f"{size:>6} dnsmasq skipped: above --dnsmasq-max {args.dnsmasq_max} Services", flush=True)
+            queries = os.path.join(fx, "queries.txt")
+            qname = f"svc-{size - 1}.ns-{(size - 1) % max(1, size // 50)}.svc.cluster.local"
             try:
-                for name, (_proc, port) in servers.items():
-                    if not wait_ready(port):
-                        print(f"{name} did not answer on port {port}; see {fx}")
+                for server in servers:
+                    if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
+                        state = "exited" if server.proc and server.proc.poll() is not None else "no answer"
+                        print(f"{server.name}: {state} within {args.startup_timeout:.0f} s on port {server.port}")
+                        with open(os.path.join(fx, server.log), errors="replace") as log:
+                            print(log.read()[-2000:])
                         return 1
-                queries = os.path.join(fx, "queries.txt")
-                for mode in args.modes.split(","):
+                    # First use: straight after the first answer, no warm-up.
+                    server.cold = dnsperf(server.port, queries, args.cold, "udp", per_second=True)
+                    print(
+                        f"{size:>6} {server.name:<13} startup {server.startup:6.2f} s  first use: first second"
+                        f" {server.cold['first']:>8.0f} QPS, first {args.cold} s {server.cold['qps']:>8.0f} QPS",
+                        flush=True,
+                    )
+                for mode in modes:
                     # Each server is measured `--passes` times, the order reversed on every other pass:
                     # the first server measured in a block came out slower, whichever it was. The best
                     # pass of each server is kept.
                     best: dict[str, dict[str, float]] = {}
-                    names = list(servers)
                     for n in range(args.passes):
-                        for name in names if n % 2 == 0 else reversed(names):
-                            port = servers[name][1]
-                            dnsperf(port, queries, args.warmup, mode)  # answer caches, page faults
-                            result = dnsperf(port, queries, args.seconds, mode)
+                        for server in servers if n % 2 == 0 else reversed(servers):
+                            dnsperf(server.port, queries, args.warmup, mode)  # answer caches, page faults
+                            result = dnsperf(server.port, queries, args.seconds, mode)
                             print(
-                                f"{size:>6} {mode:<4} {name:<13} pass {n + 1}: {result['qps']:>8.0f} QPS"
+                                f"{size:>6} {mode:<4} {server.name:<13} pass {n + 1}: {result['qps']:>8.0f} QPS"
                                 f"  lost {result['lost']:>5.0f}  latency {result['latency'] * 1000:>7.3f} ms",
                                 flush=True,
                             )
-                            if name not in best or result["qps"] > best[name]["qps"]:
-                                best[name] = result
-                    rows.extend((size, mode, name, best[name]) for name in names)
+                            if server.name not in best or result["qps"] > best[server.name]["qps"]:
+                                best[server.name] = result
+                    rows.extend((size, mode, s.name, best[s.name]) for s in servers)
+                for server in servers:
+                    assert server.proc is not None
+                    server.pss_mb = pss_mb(server.proc.pid)
+                    print(f"{size:>6} {server.name:<13} Pss after the runs {server.pss_mb:7.0f} MB", flush=True)
+                measured.extend((size, s) for s in servers)
             finally:
-                for proc, _port in servers.values():
-                    proc.terminate()
-                for proc, _port in servers.values():
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                stop(servers)
+            if size == args.check_size:
+                checks.append(run_check(fx, size, args.check_timeout))
+    if args.check_size and args.check_size not in sizes:
+        with tempfile.TemporaryDirectory() as fx:
+            generate(fx, args.check_size, peers=False)
+            checks.append(run_check(fx, args.check_size, args.check_timeout))
+    print_tables(rows, measured, checks, sizes, args.cold)
+    print(f"\nwhole run: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def print_tables(
+    rows: list[tuple[int, str, str, dict[str, float]]],
+    measured: list[tuple[int, Server]],
+    checks: list[Check],
+    sizes: list[int],
+    cold: int,
+) -> None:
     print()
     print("| services | transport | server | QPS | lost | avg latency | clusterdns / server |")
     print("|---:|---|---|---:|---:|---:|---:|")
@@ -204,7 +472,37 @@ def main() -> int:
             f"| {size:,} | {mode.upper()} | {name} | {r['qps']:,.0f} | {r['lost']:.0f} "
             f"| {r['latency'] * 1000:.2f} ms | {ratio} |"
         )
-    return 0
+    print()
+    print(
+        f"| services | server | startup to first answer | UDP QPS, first second | UDP QPS, first {cold} s "
+        "| warmed UDP QPS | first second / warmed | Pss after the runs |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for size, server in measured:
+        warm = by_key.get((size, "udp", server.name), {}).get("qps", NAN)
+        first, cold_qps = server.cold.get("first", NAN), server.cold.get("qps", NAN)
+        print(
+            f"| {size:,} | {server.name} | {server.startup:.2f} s | {_num(first)} | {_num(cold_qps)} "
+            f"| {_num(warm)} | {first / warm:.2f}x | {server.pss_mb:,.0f} MB |"
+        )
+    warm_small = by_key.get((sizes[0], "udp", "clusterdns"), {}).get("qps", NAN)
+    for size, server in measured:
+        if server.name == "clusterdns" and size != sizes[0]:
+            first = server.cold.get("first", NAN)
+            print(
+                f"\nclusterdns, first second of UDP at {size:,} Services / warmed UDP at {sizes[0]:,}: "
+                f"{_num(first)} / {_num(warm_small)} = {first / warm_small:.2f}x (issue 10: at least 0.9x)"
+            )
+    for c in checks:
+        print(
+            f"\n`clusterdns check`, {c.size:,} Services, {c.expected:,} cluster IPs outside {CHECK_CIDR}: "
+            f"{c.status}, peak RSS {c.peak_mb:,.0f} MB, {c.problems:,} problem lines "
+            f"({c.located:,} with file:line)"
+        )
+
+
+def _num(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.0f}"
 
 
 if __name__ == "__main__":
