@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from clusterdns.registry import Registry
 from clusterdns.ruleset import TABLE, Node, Ruleset, rules, script
+from clusterdns.zones import paused_gc
 
 log = logging.getLogger("clusterdns")
 
@@ -173,8 +174,9 @@ class Proxy:
         """Make the kernel forward the registry's Services: one nft transaction, then the addresses."""
         started = time.perf_counter()
         try:
-            new = rules(registry, self.placement.node, self.applied)
-            text = script(self.applied, new)
+            with paused_gc():  # a whole ruleset is 100,000s of objects and no cycles, as a load is
+                new = rules(registry, self.placement.node, self.applied)
+                text = script(self.applied, new)
             built = time.perf_counter()
             if text:
                 _run(["nft", "-f", "-"], text)

@@ -9,11 +9,12 @@ Two parts, in one run:
    which a real `clusterdns serve --proxy` in the node namespace forwards. Two passes in alternating order,
    the best of each kept. The kernel does the forwarding, so the ratio shows what DNAT, conntrack and
    masquerading cost.
-2. Applying rules: a generated cluster of N Services, each selecting `--replicas` Pods of a Deployment, in a
-   fresh namespace: the first sync (ruleset built, the whole table written in one `nft -f`, every service
-   address claimed with `ip -batch`), then `--changes` one-Service changes (a Deployment scaled), each a
-   reload's sync: the ruleset rebuilt (unchanged Services reused), the transaction of differences, the
-   addresses. Each figure is split into building (Python) and applying (nft and ip).
+2. Applying rules: a generated cluster of N Services, each selecting `--replicas` Pods of a Deployment, one
+   application per file, in a fresh namespace: the first sync (ruleset built, the whole table written in
+   one `nft -f`, every service address claimed with `ip -batch`), then `--changes` one-Service changes (a
+   Deployment scaled), each a reload's sync: the ruleset rebuilt (unchanged Services reused), the
+   transaction of differences, the addresses. Each figure is split into building (Python) and applying
+   (nft and ip).
 nginx and wrk are installed with apt-get when missing. Everything made is removed at the end.
 """
 
@@ -34,7 +35,6 @@ from contextlib import contextmanager
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-import bench_load  # noqa: E402 (beside this script)
 
 NODE_IP = "10.244.0.1"
 POD_IP = "10.244.0.20"  # stated in the manifest: in the allocator's static band, so no other Pod gets it
@@ -69,10 +69,15 @@ import os, sys, time
 from clusterdns.allocate import Store
 from clusterdns.proxy import Proxy, place
 from clusterdns.registry import Config
-from clusterdns.zones import Zones
+from clusterdns.zones import Zones, paused_gc
 zones, changes = sys.argv[1], int(sys.argv[2])
 z = Zones(zones, Config(), Store(None))
-registry = z.load(time.time())
+
+def load():
+    with paused_gc():  # as serve loads: what the load made is frozen out of the collector's way
+        return z.load(time.time())
+
+registry = load()
 proxy = Proxy(place("10.244.0.1", 53, [], None))
 proxy.start()
 
@@ -83,14 +88,32 @@ def sync(label, registry):
           int(t["script bytes"]), flush=True)
 
 sync("first", registry)
-path = os.path.join(zones, "cluster-000.yaml")
+path = os.path.join(zones, "app-0.yaml")
 text = open(path).read()
 for i in range(changes):
     scaled = "replicas: REPLICAS-1" if i % 2 == 0 else "replicas: REPLICAS"
     open(path, "w").write(text.replace("replicas: REPLICAS", scaled, 1))
-    sync("change", z.load(time.time()))
+    sync("change", load())
 proxy.stop()
 """
+
+
+def generate(directory: str, services: int, replicas: int) -> None:
+    """One file per application, as zones are usually kept: a Service and the Deployment it selects (bench_load's
+    cluster, written file by file), so that a change to one application re-reads one file."""
+    namespaces = max(1, services // 50)
+    for i in range(services):
+        ns = f"ns-{i % namespaces}"
+        with open(os.path.join(directory, f"app-{i}.yaml"), "w") as f:
+            f.write(
+                f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: {ns}\n"
+                f"spec:\n  selector:\n    app: app-{i}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n"
+                f"---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\n  namespace: {ns}\n"
+                f"spec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: app-{i}\n"
+                f"  template:\n    metadata:\n      labels:\n        app: app-{i}\n    spec:\n"
+                f"      containers:\n      - name: app\n        image: registry.example/app:1\n"
+                f"        ports:\n        - name: http\n          containerPort: 8080\n"
+            )
 
 
 def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -212,7 +235,7 @@ def apply_part(tmp: str, sizes: list[int], replicas: int, changes: int) -> None:
     for n in sizes:
         zones = os.path.join(tmp, f"zones-{n}")
         os.makedirs(zones)
-        bench_load.generate(zones, n, n * replicas, "deployments")
+        generate(zones, n, replicas)
         inner = INNER_APPLY.replace("REPLICAS-1", str(max(1, replicas - 1))).replace("REPLICAS", str(replicas))
         tag = f"cba{os.getpid() % 10000}"
         with namespaces(tag) as made:
