@@ -108,9 +108,7 @@ def place(host: str, dns_port: int, node_ips: Sequence[str], interface: str | No
         {
             str(a.network)
             for a in found[interface]
-            if a.network.prefixlen < a.network.max_prefixlen
-            and not a.ip.is_link_local
-            and a.version not in bridged
+            if a.network.prefixlen < a.network.max_prefixlen and not a.ip.is_link_local and a.version not in bridged
         }
     )
     dns = None if ipaddress.ip_address(dns_ip).is_unspecified else (dns_ip, dns_port)
