@@ -286,40 +286,41 @@ class Proxy:
         """The proxy sends packets back out of the interface they came in on (to endpoints on the clients'
         network): the kernel would tell clients, by ICMP redirects, to go to the endpoint directly."""
         for scope in ("all", self.interface):
-            path = f"/proc/sys/net/ipv4/conf/{scope}/send_redirects"
-            try:
-                with open(path, encoding="ascii") as f:
-                    if f.read().strip() == "0":
-                        continue
-                with open(path, "w", encoding="ascii") as f:
-                    f.write("0\n")
-            except OSError as exc:
+            failed = _set_sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
+            if failed:
                 log.warning(
-                    "proxy: can't turn off ICMP redirects (%s: %s); clients may be told to bypass the proxy "
+                    "proxy: can't turn off ICMP redirects (%s); clients may be told to bypass the proxy "
                     "(docker: --sysctl net.ipv4.conf.all.send_redirects=0 and ...eth0.send_redirects=0)",
-                    path,
-                    exc.strerror,
+                    failed,
                 )
                 return
 
     def _forwarding(self) -> None:
         """Packets for endpoints on other machines are forwarded: IP forwarding must be on."""
-        for v6 in (False, True) if self.ipv6 else (False,):
-            path = "/proc/sys/net/ipv6/conf/all/forwarding" if v6 else "/proc/sys/net/ipv4/ip_forward"
-            try:
-                with open(path, encoding="ascii") as f:
-                    if f.read().strip() == "1":
-                        continue
-                with open(path, "w", encoding="ascii") as f:
-                    f.write("1\n")
-                log.info("proxy: turned on %s", path.removeprefix("/proc/sys/").replace("/", "."))
-            except OSError as exc:
+        for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")[: 2 if self.ipv6 else 1]:
+            failed = _set_sysctl(key, "1")
+            if failed:
                 log.warning(
                     "proxy: %s is off and can't be turned on (%s): only endpoints on this machine can be reached "
                     "(docker: --sysctl net.ipv4.ip_forward=1)",
-                    path.removeprefix("/proc/sys/").replace("/", "."),
-                    exc.strerror,
+                    key.replace("/", "."),
+                    failed,
                 )
+
+
+def _set_sysctl(key: str, value: str) -> str:
+    """Set /proc/sys/`key` to `value` unless it is already; "" when done, else why not. Logs a change."""
+    path = f"/proc/sys/{key}"
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() == value:
+                return ""
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"{value}\n")
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    log.info("proxy: set %s = %s", key.replace("/", "."), value)
+    return ""
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
