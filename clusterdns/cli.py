@@ -31,8 +31,8 @@ from clusterdns.model import Pod, Workload
 from clusterdns.proxy import Proxy, ProxyError, missing_privileges, place
 from clusterdns.querylog import QueryLog
 from clusterdns.registry import Config, ConfigError, Registry, builtin_services
-from clusterdns.respond import Recursion, Responder
-from clusterdns.server import DEFAULT_RECURSION, BindError, DNSServer, IPNetwork, bind, fork_workers
+from clusterdns.respond import DEFAULT_RECURSION, Recursion, Responder
+from clusterdns.server import BindError, DNSServer, bind, fork_workers
 from clusterdns.zones import Zones, ZonesError, default_state_dir, open_store
 
 log = logging.getLogger("clusterdns")
@@ -349,7 +349,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
         ipv6 = any(":" in c for c in config.service_cidrs)
         daemon.proxy = Proxy(placement, state_dir=args.state or default_state_dir(args.zones), ipv6=ipv6)
-    daemon.recursion = Recursion(recursion)
+    daemon.recursion = recursion
     if args.log_queries:
         daemon.query_log = QueryLog(args.log_queries, sys.stdout)
     try:
@@ -393,9 +393,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _forwarding(
-    args: argparse.Namespace,
-) -> tuple[list[Upstream] | None, dict[str, list[Upstream]], tuple[IPNetwork, ...]]:
+def _forwarding(args: argparse.Namespace) -> tuple[list[Upstream] | None, dict[str, list[Upstream]], Recursion]:
     """--upstream, --stub-domain and --allow-recursion, checked. Upstreams None: don't forward."""
     try:
         if args.upstream == ["off"]:
@@ -412,9 +410,8 @@ def _forwarding(
             stubs.setdefault(domain.strip(".").lower() + ".", []).append(parse_upstream(address))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    nets = args.allow_recursion or list(DEFAULT_RECURSION)
     try:
-        recursion = tuple(ipaddress.ip_network(n, strict=False) for n in nets)
+        recursion = Recursion(args.allow_recursion or DEFAULT_RECURSION)
     except ValueError as exc:
         raise UsageError(f"--allow-recursion: {exc}") from None
     if stubs and upstreams is None:

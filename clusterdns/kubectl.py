@@ -8,13 +8,12 @@ describe.go, apimachinery's duration.HumanDuration, and Go's text/tabwriter for 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from clusterdns.labels import format_labels
+from clusterdns.labels import format_labels, is_ip
 from clusterdns.model import (
     EXTERNAL_NAME,
     LOAD_BALANCER,
@@ -394,7 +393,7 @@ def _service_object(registry: Registry, svc: Service) -> dict[str, Any]:
     spec["type"] = svc.type
     ingress: list[dict[str, Any]] = []
     for entry in svc.load_balancer_ingress:
-        if _is_ip(entry):
+        if is_ip(entry):
             ingress.append({"ip": entry, "ipMode": "VIP"} if svc.type == LOAD_BALANCER else {"ip": entry})
         else:
             ingress.append({"hostname": entry})
@@ -490,15 +489,6 @@ def _namespace_object(registry: Registry, ns: Namespace) -> dict[str, Any]:
     }
 
 
-def _is_ip(text: str) -> bool:
-    """Whether a load-balancer ingress entry is an IP rather than a hostname."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 # --- describe -----------------------------------------------------------------------------------------
 
 
@@ -524,7 +514,7 @@ def describe_service(registry: Registry, namespace: str, name: str) -> str:
         rows.append(["External Name:", svc.external_name])
     if svc.load_balancer_ingress:
         vip = " (VIP)" if svc.type == LOAD_BALANCER else ""  # ipMode, defaulted by the API server
-        entries = [f"{e}{vip}" if _is_ip(e) else e for e in svc.load_balancer_ingress]
+        entries = [f"{e}{vip}" if is_ip(e) else e for e in svc.load_balancer_ingress]
         rows.append(["LoadBalancer Ingress:", ", ".join(entries)])
     for p in svc.ports:
         port_name = p.name or "<unset>"

@@ -7,6 +7,7 @@ them, `Exists` / `DoesNotExist` test the key only. An empty selector matches eve
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -153,3 +154,12 @@ def looks_like_ipv4(name: str) -> bool:
     """An ExternalName such as `10.1.2.3`: CoreDNS serves no CNAME to it (kubernetes plugin, external.go)."""
     parts = name.rstrip(".").split(".")
     return len(parts) == 4 and all(p.isascii() and p.isdigit() and int(p) < 256 for p in parts)
+
+
+def is_ip(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address (a load-balancer ingress entry may be a hostname instead)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -35,11 +35,11 @@ Service costs one Service's rules, here and in the transaction.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from clusterdns.labels import is_ip
 from clusterdns.model import Endpoint, Service, ServicePort
 from clusterdns.registry import Registry
 
@@ -204,7 +204,7 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
     elements: dict[tuple[str, str], str] = {}
     sets: dict[str, str] = {}
     addresses: list[str] = []
-    ingress = [a for a in svc.load_balancer_ingress if _is_ip(a)]
+    ingress = [a for a in svc.load_balancer_ingress if is_ip(a)]
     for cluster_ip in svc.cluster_ips:
         v6 = ":" in cluster_ip
         family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == v6]
@@ -281,14 +281,6 @@ def _service_chain(
 
 def _key(address: str, port: ServicePort) -> str:
     return f"{address} . {port.protocol.lower()} . {port.port}"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --- the transaction ---

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ctypes
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 
 from clusterdns.forward import Forwarder
 from clusterdns.querylog import QueryLog
-from clusterdns.respond import DEFAULT_RECURSION, Chase, Forward, Responder, Result, servfail
+from clusterdns.respond import Chase, Forward, Responder, Result, servfail
 
 log = logging.getLogger("clusterdns.server")
 
@@ -37,10 +36,6 @@ TCP_MAX_PER_CLIENT = 32  # open connections from one address: one client can't t
 
 class BindError(Exception):
     """A socket can't be bound; the message is one line naming the port and the reason."""
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-__all__ = ["DEFAULT_RECURSION", "BindError", "DNSServer", "IPNetwork", "Sockets", "bind", "fork_workers", "serve"]
 
 
 FAILURE_LOG_INTERVAL = 5.0  # seconds between two log lines for the same cause of failure

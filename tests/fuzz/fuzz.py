@@ -49,6 +49,10 @@ import dns.rrset
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run as a script too, as the benchmark scripts are
+
+from dns_helpers import free_port  # noqa: E402 (tests/dns_helpers.py)
+
 SHIPPED = ROOT / "zones"
 MAX_UDP = 4096
 MAX_TCP = 65535
@@ -118,23 +122,6 @@ def rss_kb(pid: int) -> tuple[int, int]:
     except (OSError, ValueError):
         return 0, 0
     return out.get("VmRSS", 0), out.get("VmHWM", 0)
-
-
-def free_port() -> int:
-    """A loopback port free for UDP and TCP, below the ephemeral range (see tests/dns_helpers.py)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    while True:
-        port = random.randrange(10000, max(low, 12000))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            try:
-                udp.bind(("127.0.0.1", port))
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 # --- packets ------------------------------------------------------------------------------------------
