@@ -312,8 +312,8 @@ def test_init_service_writes_the_environment_busybox_loads(compose: dict[str, An
     assert env["POD_IP"] == address(busybox)
     assert env["POD_NAME"] == busybox["hostname"]
     script = busybox["command"][2]
-    assert "nslookup my-nginx\n" in script and "wget -qO- http://my-nginx " in script
-    assert "wget -qO- http://$$MY_NGINX_SERVICE_HOST:$$MY_NGINX_SERVICE_PORT\n" in script
+    assert "nslookup my-nginx\n" in script and "timeout 5 wget -qO- http://my-nginx " in script
+    assert "timeout 5 wget -qO- http://$$MY_NGINX_SERVICE_HOST:$$MY_NGINX_SERVICE_PORT " in script
 
 
 def test_init_service_writes_the_pod_resolv_conf(compose: dict[str, Any], stack: Stack) -> None:
@@ -739,12 +739,17 @@ def test_kubelet_variables_lead_to_the_service(running: Running) -> None:
 def test_busybox_command_shows_the_service_answering(running: Running) -> None:
     """The busybox pod's own command prints the lookup, the variables and both wgets answered by nginx pods."""
 
+    seen = [""]
+
     def logged() -> str | None:
-        log = running("logs", "--no-color", "busybox").stdout
+        seen[0] = log = running("logs", "--no-color", "busybox").stdout
         answered = [line for line in log.splitlines() if line.split("| ")[-1] in replicas(running)]
         return log if len(answered) >= 2 else None
 
-    log = until(logged, 30, "two answers of my-nginx in `docker-compose logs busybox`")
+    try:
+        log = until(logged, 120, "two answers of my-nginx in `docker-compose logs busybox`")
+    except pytest.fail.Exception as failed:
+        raise AssertionError(f"{failed}; the log:\n{seen[0]}") from None
     assert "Name:\tmy-nginx.default.svc.cluster.local" in log and "MY_NGINX_SERVICE_HOST=" in log
 
 
