@@ -35,7 +35,6 @@ Service costs one Service's rules, here and in the transaction.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +53,20 @@ COLLECTIONS: Mapping[str, str] = {
     "service-ips6": "map service-ips6 { type ipv6_addr . inet_proto . inet_service : verdict; }",
     "service-nodeports": "map service-nodeports { type inet_proto . inet_service : verdict; }",
     "service-nodeports6": "map service-nodeports6 { type inet_proto . inet_service : verdict; }",
+    "service-endpoints": (
+        "map service-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1"
+        " : ip daddr . th dport; }"
+    ),
+    "service-endpoints6": (
+        "map service-endpoints6 { typeof ip6 daddr . meta l4proto . th dport . numgen random mod 1"
+        " : ip6 daddr . th dport; }"
+    ),
+    "nodeport-endpoints": (
+        "map nodeport-endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }"
+    ),
+    "nodeport-endpoints6": (
+        "map nodeport-endpoints6 { typeof meta l4proto . th dport . numgen random mod 1 : ip6 daddr . th dport; }"
+    ),
     "no-endpoint-services": "map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }",
     "no-endpoint-services6": "map no-endpoint-services6 { type ipv6_addr . inet_proto . inet_service : verdict; }",
     "no-endpoint-nodeports": "map no-endpoint-nodeports { type inet_proto . inet_service : verdict; }",
@@ -124,6 +137,33 @@ BASE_CHAINS: Mapping[str, tuple[str, ...]] = {
     "reject-chain": ("meta l4proto tcp reject with tcp reset", "reject"),
 }
 
+# Endpoint choice: a service port of N endpoints (N up to PICKS) is sent to the pick chain of N, which draws a
+# number below N at random per connection and DNATs to the endpoint the endpoints map holds for the
+# connection's destination (address, protocol and port; for node ports protocol and port) and that number.
+# The chains are written with the table, for every N: nft 1.0.6 can't add a rule that looks up one of
+# these maps once the map is in the kernel ("conflicting protocols specified"), only in the transaction
+# that declares the map. A service port with more endpoints, or with ClientIP affinity, has a chain of its own.
+PICKS = 32
+PICK_KINDS = ("", "external-", "nodeport-")  # to a cluster IP; to an external address, to a node port
+
+
+def _pick_chains() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for f, ip in (("", "ip"), ("6", "ip6")):
+        for n in range(1, PICKS + 1):
+            dnat = f"meta l4proto {{ tcp, udp, sctp }} dnat {ip} to"
+            draw = f"numgen random mod {n}"
+            out[f"pick{f}-{n}"] = (f"{dnat} {ip} daddr . meta l4proto . th dport . {draw} map @service-endpoints{f}",)
+            out[f"external-pick{f}-{n}"] = ("jump mark-for-masquerade", f"goto pick{f}-{n}")
+            out[f"nodeport-pick{f}-{n}"] = (
+                "jump mark-for-masquerade",
+                f"{dnat} meta l4proto . th dport . {draw} map @nodeport-endpoints{f}",
+            )
+    return out
+
+
+PICK_CHAINS = _pick_chains()
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
@@ -138,8 +178,8 @@ class Node:
 class ServiceRules:
     """One Service's share of the ruleset: its chains, map and set elements, affinity sets, addresses."""
 
-    chains: Mapping[str, tuple[str, ...]]
-    elements: Mapping[tuple[str, str], str]  # (map or set, key) -> verdict ("" in a set)
+    chains: Mapping[str, tuple[str, ...]]  # its own chains (ClientIP affinity, or more than PICKS endpoints)
+    elements: Mapping[str, Mapping[str, str]]  # map or set -> key -> element as written: "key : value", "key"
     sets: Mapping[str, str]  # affinity set name -> declaration
     addresses: tuple[str, ...]  # service addresses that must reach this machine
     made_from: tuple[object, ...] = ()  # the Service and endpoints these were built from
@@ -156,12 +196,12 @@ class Ruleset:
         """Every service address (cluster, external and load-balancer IPs) that must reach this machine."""
         return {a for rules in self.services.values() for a in rules.addresses}
 
-    def node_elements(self) -> dict[tuple[str, str], str]:
-        out: dict[tuple[str, str], str] = {}
+    def node_elements(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
         for ip in self.node.node_ips:
-            out[("node-ips6" if ":" in ip else "node-ips", ip)] = ""
+            out.setdefault("node-ips6" if ":" in ip else "node-ips", {})[ip] = ip
         for net in self.node.local_networks:
-            out[("local-networks6" if ":" in net else "local-networks", net)] = ""
+            out.setdefault("local-networks6" if ":" in net else "local-networks", {})[net] = net
         return out
 
 
@@ -199,42 +239,62 @@ def _same_endpoints(a: object, b: Sequence[Endpoint]) -> bool:
 
 
 def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> ServiceRules:
-    """The chains and elements of one Service: per service port and IP family, as kube-proxy writes them."""
+    """The map elements (and where needed chains) of one Service: per service port and IP family."""
     chains: dict[str, tuple[str, ...]] = {}
-    elements: dict[tuple[str, str], str] = {}
+    elements: dict[str, dict[str, str]] = {}
     sets: dict[str, str] = {}
     addresses: list[str] = []
     ingress = [a for a in svc.load_balancer_ingress if is_ip(a)]
+
+    def put(collection: str, key: str, value: str = "") -> None:
+        items = elements.get(collection)
+        if items is None:
+            items = elements[collection] = {}
+        items[key] = f"{key} : {value}" if value else key
+
     for cluster_ip in svc.cluster_ips:
-        v6 = ":" in cluster_ip
-        family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == v6]
+        f = "6" if ":" in cluster_ip else ""
+        family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == bool(f)]
+        external = family[1:]
         addresses.extend(family)
-        elements[("cluster-ips6" if v6 else "cluster-ips", cluster_ip)] = ""
+        put(f"cluster-ips{f}", cluster_ip)
         for port in svc.ports:
-            targets = _targets(svc, port, endpoints, node, v6)
+            targets = _targets(svc, port, endpoints, node, bool(f))
             proto = port.protocol.lower()
-            suffix = f"{'6' if v6 else ''}-{svc.namespace}/{svc.name}/{proto}/{port.name or port.port}"
-            ips_map = "service-ips6" if v6 else "service-ips"
+            service_port = f"{proto} . {port.port}"
+            node_port = f"{proto} . {port.node_port}" if port.node_port else ""
             if not targets:
                 for address in family:
-                    elements[("no-endpoint-services6" if v6 else "no-endpoint-services", _key(address, port))] = REJECT
-                if port.node_port:
-                    elements[("no-endpoint-nodeports", f"{proto} . {port.node_port}")] = REJECT
+                    put(f"no-endpoint-services{f}", f"{address} . {service_port}", REJECT)
+                if node_port:
+                    put("no-endpoint-nodeports", node_port, REJECT)
                 continue
-            service_chain = f"service{suffix}"
-            chains[service_chain] = _service_chain(port, targets, svc, v6, sets, suffix)
             for ip, _ in targets:
-                elements[("endpoint-ips6" if v6 else "endpoint-ips", ip)] = ""
-            elements[(ips_map, _key(cluster_ip, port))] = f"goto {service_chain}"
-            external = family[1:]
-            if external or port.node_port:
-                external_chain = f"external{suffix}"
-                chains[external_chain] = ("jump mark-for-masquerade", f"goto {service_chain}")
-                for address in external:
-                    elements[(ips_map, _key(address, port))] = f"goto {external_chain}"
-                if port.node_port:
-                    nodeports = "service-nodeports6" if v6 else "service-nodeports"
-                    elements[(nodeports, f"{proto} . {port.node_port}")] = f"goto {external_chain}"
+                put(f"endpoint-ips{f}", ip)
+            n = len(targets)
+            if svc.session_affinity == "ClientIP" or n > PICKS:
+                suffix = f"{f}-{svc.namespace}/{svc.name}/{proto}/{port.name or port.port}"
+                service_chain = f"service{suffix}"
+                chains[service_chain] = _service_chain(port, targets, svc, bool(f), sets, suffix)
+                to_service = to_external = f"goto {service_chain}"
+                if external or node_port:
+                    chains[f"external{suffix}"] = ("jump mark-for-masquerade", to_service)
+                    to_external = f"goto external{suffix}"
+                to_node_port = to_external
+            else:
+                values = [f"{ip} . {target}" for ip, target in targets]
+                for address in family:
+                    for k, value in enumerate(values):
+                        put(f"service-endpoints{f}", f"{address} . {service_port} . {k}", value)
+                to_service, to_external, to_node_port = (f"goto {kind}pick{f}-{n}" for kind in PICK_KINDS)
+                if node_port:
+                    for k, value in enumerate(values):
+                        put(f"nodeport-endpoints{f}", f"{node_port} . {k}", value)
+            put(f"service-ips{f}", f"{cluster_ip} . {service_port}", to_service)
+            for address in external:
+                put(f"service-ips{f}", f"{address} . {service_port}", to_external)
+            if node_port:
+                put(f"service-nodeports{f}", node_port, to_node_port)
     return ServiceRules(chains, elements, sets, tuple(dict.fromkeys(addresses)), (svc, endpoints))
 
 
@@ -252,35 +312,31 @@ def _targets(
         for p in ep.ports:
             if p.name == port.name and p.protocol == port.protocol:
                 out.add((ep.ip, p.port))
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    return sorted(out, key=lambda t: (socket.inet_pton(family, t[0]), t[1]))
+    return sorted(out)  # any fixed order: the same endpoints keep their places in the endpoints map
 
 
 def _service_chain(
     port: ServicePort, targets: list[tuple[str, int]], svc: Service, v6: bool, sets: dict[str, str], suffix: str
 ) -> tuple[str, ...]:
-    """A service chain: ClientIP affinity (with its sets, one per endpoint), then the random choice of an
-    endpoint. (The masquerade check is made once, in `services`, before the verdict map.)"""
+    """The chain of a service port of its own. With ClientIP affinity, a client found in an endpoint's set
+    (one dynamic set per endpoint, entries kept for the Service's timeout) goes to that endpoint again; any
+    other is sent to a random endpoint (and added to its set). The i-th of N endpoints is taken when
+    `numgen random mod (N - i)` is 0, the last one otherwise, which gives each endpoint 1/N of the clients."""
     family, addr_type = ("ip6", "ipv6_addr") if v6 else ("ip", "ipv4_addr")
     proto = port.protocol.lower()
-    lines: list[str] = []
-    dnat = [f"meta l4proto {proto} dnat {family} to {f'[{ip}]' if v6 else ip}:{target}" for ip, target in targets]
-    if svc.session_affinity == "ClientIP":
-        timeout = svc.session_affinity_timeout
-        for i, (ip, target) in enumerate(targets):
+    sticky: list[str] = []
+    draws: list[str] = []
+    for ip, target in targets:
+        dnat = f"meta l4proto {proto} dnat {family} to {f'[{ip}]' if v6 else ip}:{target}"
+        if svc.session_affinity == "ClientIP":
             name = f"affinity{suffix}__{ip.replace(':', '.')}/{target}"
+            timeout = svc.session_affinity_timeout
             sets[name] = f"set {name} {{ type {addr_type}; flags dynamic,timeout; timeout {timeout}s; }}"
-            update = f"update @{name} {{ {family} saddr }}"
-            lines.append(f"{family} saddr @{name} {update} {dnat[i]}")
-            dnat[i] = f"{update} {dnat[i]}"
-    n = len(dnat)
-    lines.extend(f"numgen random mod {n - i} == 0 {rule}" for i, rule in enumerate(dnat[:-1]))
-    lines.append(dnat[-1])
-    return tuple(lines)
-
-
-def _key(address: str, port: ServicePort) -> str:
-    return f"{address} . {port.protocol.lower()} . {port.port}"
+            dnat = f"update @{name} {{ {family} saddr }} {dnat}"
+            sticky.append(f"{family} saddr @{name} {dnat}")
+        draws.append(dnat)
+    n = len(draws)
+    return (*sticky, *(f"numgen random mod {n - i} == 0 {rule}" for i, rule in enumerate(draws[:-1])), draws[-1])
 
 
 # --- the transaction ---
@@ -295,63 +351,73 @@ def script(old: Ruleset | None, new: Ruleset) -> str:
     """
     if old is None or old.node != new.node:
         return _whole(new)
-    chains_old: dict[str, tuple[str, ...]] = {}
-    chains_new: dict[str, tuple[str, ...]] = {}
-    elements_old: dict[tuple[str, str], str] = {}
-    elements_new: dict[tuple[str, str], str] = {}
-    sets_old: dict[str, str] = {}
-    sets_new: dict[str, str] = {}
     olds, news = old.services, new.services
     changed_keys = [k for k, v in news.items() if olds.get(k) is not v]
     changed_keys += olds.keys() - news.keys()
+    before, after = _Share(), _Share()
     for key in changed_keys:
-        before, after = olds.get(key), news.get(key)
-        for rules_, chains, elements, sets in (
-            (before, chains_old, elements_old, sets_old),
-            (after, chains_new, elements_new, sets_new),
-        ):
-            if rules_ is not None:
-                chains.update(rules_.chains)
-                elements.update(rules_.elements)
-                sets.update(rules_.sets)
+        before.add(olds.get(key))
+        after.add(news.get(key))
     out: list[str] = []
-    changed = [c for c in chains_new if c in chains_old and chains_old[c] != chains_new[c]]
-    added = [c for c in chains_new if c not in chains_old]
+    changed = [c for c in after.chains if c in before.chains and before.chains[c] != after.chains[c]]
+    added = [c for c in after.chains if c not in before.chains]
     out.extend(f"flush chain {TABLE} {c}" for c in changed)
-    new_sets = [s for s in sets_new if s not in sets_old]
+    new_sets = [s for s in after.sets if s not in before.sets]
     if changed or added or new_sets:
         out.append(f"table {TABLE} {{")
-        out.extend(f"\t{sets_new[s]}" for s in new_sets)
+        out.extend(f"\t{after.sets[s]}" for s in new_sets)
         for c in [*added, *changed]:
-            out.extend(_chain(c, chains_new[c]))
+            out.extend(_chain(c, after.chains[c]))
         out.append("}")
-    gone = [k for k, v in elements_old.items() if elements_new.get(k) != v]
-    if any(k[0] in SHARED for k in gone):  # an endpoint IP goes only when no Service has it any more
-        still = {k for r in new.services.values() for k in r.elements if k[0] in SHARED}
-        gone = [k for k in gone if k not in still]
-    came = {k: v for k, v in elements_new.items() if elements_old.get(k) != v}
-    out.extend(_elements("delete", gone, {}))
-    out.extend(_elements("add", came, came))
-    removed = [c for c in chains_old if c not in chains_new]
+    gone: dict[str, list[str]] = {}
+    came: dict[str, list[str]] = {}
+    for collection in sorted(before.elements.keys() | after.elements.keys()):
+        was, now = before.elements.get(collection, {}), after.elements.get(collection, {})
+        gone[collection] = [k for k, item in was.items() if now.get(k) != item]
+        came[collection] = [item for k, item in now.items() if was.get(k) != item]
+        if collection in SHARED and gone[collection]:  # an endpoint IP goes only when no Service has it any more
+            still = {k for r in news.values() for k in r.elements.get(collection, ())}
+            gone[collection] = [k for k in gone[collection] if k not in still]
+    out.extend(_elements("delete", gone))
+    out.extend(_elements("add", came))
+    removed = [c for c in before.chains if c not in after.chains]
     out.extend(f"flush chain {TABLE} {c}" for c in removed)  # first, so that none still jumps to another
     out.extend(f"delete chain {TABLE} {c}" for c in removed)
-    out.extend(f"delete set {TABLE} {s}" for s in sets_old if s not in sets_new)
+    out.extend(f"delete set {TABLE} {s}" for s in before.sets if s not in after.sets)
     return "\n".join(out) + "\n" if out else ""
+
+
+@dataclass
+class _Share:
+    """The chains, elements and sets of some Services, merged."""
+
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    elements: dict[str, dict[str, str]] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)
+
+    def add(self, rules_: ServiceRules | None) -> None:
+        if rules_ is None:
+            return
+        self.chains.update(rules_.chains)
+        self.sets.update(rules_.sets)
+        for collection, items in rules_.elements.items():
+            merged = self.elements.get(collection)
+            if merged is None:
+                merged = self.elements[collection] = {}
+            merged.update(items)
 
 
 def _whole(new: Ruleset) -> str:
     out = [f"add table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{"]
     out.extend(f"\t{decl}" for decl in COLLECTIONS.values())
-    chains: dict[str, tuple[str, ...]] = dict(BASE_CHAINS)
-    elements = new.node_elements()
+    share = _Share(chains={**BASE_CHAINS, **PICK_CHAINS}, elements=new.node_elements())
     for rules_ in new.services.values():
-        out.extend(f"\t{decl}" for decl in rules_.sets.values())
-        chains.update(rules_.chains)
-        elements.update(rules_.elements)
-    for name, lines in chains.items():
+        share.add(rules_)
+    out.extend(f"\t{decl}" for decl in share.sets.values())
+    for name, lines in share.chains.items():
         out.extend(_chain(name, lines))
     out.append("}")
-    out.extend(_elements("add", elements, elements))
+    out.extend(_elements("add", {c: list(items.values()) for c, items in sorted(share.elements.items())}))
     return "\n".join(out) + "\n"
 
 
@@ -359,10 +425,6 @@ def _chain(name: str, lines: Iterable[str]) -> list[str]:
     return [f"\tchain {name} {{", *(f"\t\t{line}" for line in lines), "\t}"]
 
 
-def _elements(verb: str, keys: Iterable[tuple[str, str]], values: Mapping[tuple[str, str], str]) -> list[str]:
-    """One `add element` / `delete element` statement per map or set."""
-    by_collection: dict[str, list[str]] = {}
-    for collection, key in keys:
-        value = values.get((collection, key), "")
-        by_collection.setdefault(collection, []).append(f"{key} : {value}" if value else key)
-    return [f"{verb} element {TABLE} {c} {{ {', '.join(items)} }}" for c, items in sorted(by_collection.items())]
+def _elements(verb: str, elements: Mapping[str, list[str]]) -> list[str]:
+    """One `add element` / `delete element` statement per map or set that has any."""
+    return [f"{verb} element {TABLE} {c} {{ {', '.join(items)} }}" for c, items in elements.items() if items]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from clusterdns.registry import Config, Registry
-from clusterdns.ruleset import Node, Ruleset, ServiceRules, rules, script
+from clusterdns.ruleset import PICK_CHAINS, PICKS, Node, Ruleset, ServiceRules, rules, script
 
 if TYPE_CHECKING:
     from conftest import Load, WriteZones
@@ -42,14 +42,14 @@ def service(name: str, spec: str, ip: str = "") -> str:
 
 
 def share(ruleset: Ruleset, name: str, namespace: str = "default") -> list[str]:
-    """One Service's share of a ruleset as text: `chain NAME` blocks, then `MAP KEY : VERDICT` elements and
+    """One Service's share of a ruleset as text: `chain NAME` blocks, then `MAP KEY : VALUE` elements and
     `set NAME ...` declarations, sorted."""
     rules_ = ruleset.services[(namespace, name)]
     out = []
     for chain, lines in sorted(rules_.chains.items()):
         out.append(f"chain {chain}")
         out.extend(f"  {line}" for line in lines)
-    out.extend(sorted(f"{m} {k}{' : ' + v if v else ''}" for (m, k), v in rules_.elements.items()))
+    out.extend(sorted(f"{m} {item}" for m, items in rules_.elements.items() for item in items.values()))
     out.extend(sorted(rules_.sets.values()))
     return out
 
@@ -60,9 +60,10 @@ def build(write_zones: WriteZones, load: Load, text: str, config: Config | None 
 
 
 def test_two_endpoints_random_choice(write_zones: WriteZones, load: Load) -> None:
-    """A ClusterIP Service with two ready endpoints: the cluster IP's map element leads to the service chain,
-    which takes the first endpoint for half of the connections and the second for
-    the rest, each DNATed to the named targetPort as resolved for that Pod; both are endpoint IPs."""
+    """A ClusterIP Service with two ready endpoints: the cluster IP's map element leads to the pick chain of
+    two endpoints, which draws 0 or 1 at random per connection and DNATs to the endpoint the endpoints map
+    holds for the cluster IP, port and draw, on the named targetPort as resolved for that Pod; both are
+    endpoint IPs."""
     registry = build(
         write_zones,
         load,
@@ -70,23 +71,46 @@ def test_two_endpoints_random_choice(write_zones: WriteZones, load: Load) -> Non
         + pod("b", "10.244.1.2", "app: web", ports="[{name: http, containerPort: 8080}]")
         + service("web", "selector: {app: web}\nports: [{name: http, port: 80, targetPort: http}]", "10.0.0.50"),
     )
+    assert PICK_CHAINS["pick-2"] == (
+        "meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2"
+        " map @service-endpoints",
+    )
     assert share(rules(registry, NODE), "web") == [
-        "chain service-default/web/tcp/http",
-        "  numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.244.1.1:80",
-        "  meta l4proto tcp dnat ip to 10.244.1.2:8080",
         "cluster-ips 10.0.0.50",
         "endpoint-ips 10.244.1.1",
         "endpoint-ips 10.244.1.2",
-        "service-ips 10.0.0.50 . tcp . 80 : goto service-default/web/tcp/http",
+        "service-endpoints 10.0.0.50 . tcp . 80 . 0 : 10.244.1.1 . 80",
+        "service-endpoints 10.0.0.50 . tcp . 80 . 1 : 10.244.1.2 . 8080",
+        "service-ips 10.0.0.50 . tcp . 80 : goto pick-2",
     ]
 
 
 def test_random_choice_is_uniform(write_zones: WriteZones, load: Load) -> None:
-    """With N endpoints the i-th rule takes `1/(N-i)` of what reaches it, so every endpoint gets 1/N."""
+    """With N endpoints, the pick chain draws one of N numbers and each number leads to a different endpoint,
+    so every endpoint gets 1/N of the connections."""
     pods = "".join(pod(f"p{i}", f"10.244.1.{i + 1}", "app: web") for i in range(4))
     registry = build(write_zones, load, pods + service("web", "selector: {app: web}\nports: [{name: http, port: 80}]"))
+    rules_ = rules(registry, NODE).services[("default", "web")]
+    (verdict,) = rules_.elements["service-ips"].values()
+    chain = verdict.split("goto ")[1]
+    assert "numgen random mod 4 map @service-endpoints" in PICK_CHAINS[chain][0]
+    picked = {
+        item.split(" . ")[3].split(" : ")[0]: item.split(" : ")[1]
+        for item in rules_.elements["service-endpoints"].values()
+    }
+    assert sorted(picked) == ["0", "1", "2", "3"]
+    assert sorted(picked.values()) == [f"10.244.1.{i} . 80" for i in range(1, 5)]
+
+
+def test_random_choice_with_affinity_is_uniform(write_zones: WriteZones, load: Load) -> None:
+    """With ClientIP affinity and N endpoints, a new client meets N rules of the Service's own chain, the
+    i-th taking `1/(N-i)` of what reaches it, so every endpoint gets 1/N of the new clients."""
+    pods = "".join(pod(f"p{i}", f"10.244.1.{i + 1}", "app: web") for i in range(4))
+    spec = "selector: {app: web}\nsessionAffinity: ClientIP\nports: [{name: http, port: 80}]"
+    registry = build(write_zones, load, pods + service("web", spec))
     chain = rules(registry, NODE).services[("default", "web")].chains["service-default/web/tcp/http"]
-    draws = [int(line.split()[3]) if line.startswith("numgen") else 1 for line in chain]
+    new_clients = [line for line in chain if not line.startswith("ip saddr @")]
+    draws = [int(line.split()[3]) if line.startswith("numgen") else 1 for line in new_clients]
     assert draws == [4, 3, 2, 1]
     left, shares = 1.0, []
     for n in draws:
@@ -95,9 +119,23 @@ def test_random_choice_is_uniform(write_zones: WriteZones, load: Load) -> None:
     assert shares == pytest.approx([0.25] * 4)
 
 
+def test_more_endpoints_than_pick_chains(write_zones: WriteZones, load: Load) -> None:
+    """A service port with more endpoints than there are pick chains has a chain of its own, with the same
+    uniform draws, and nothing in the endpoints map."""
+    n = PICKS + 1
+    pods = "".join(pod(f"p{i}", f"10.244.1.{i + 1}", "app: web") for i in range(n))
+    registry = build(write_zones, load, pods + service("web", "selector: {app: web}\nports: [{name: http, port: 80}]"))
+    rules_ = rules(registry, NODE).services[("default", "web")]
+    chain = rules_.chains["service-default/web/tcp/http"]
+    assert [int(line.split()[3]) if line.startswith("numgen") else 1 for line in chain] == list(range(n, 0, -1))
+    assert sorted(line.split(" to ")[1] for line in chain) == sorted(f"10.244.1.{i + 1}:80" for i in range(n))
+    assert "service-endpoints" not in rules_.elements
+    assert next(iter(rules_.elements["service-ips"].values())).endswith(": goto service-default/web/tcp/http")
+
+
 def test_readiness_and_publish_not_ready(write_zones: WriteZones, load: Load) -> None:
     """Not-ready endpoints are left out, unless the Service publishes not-ready addresses; a Service without
-    usable endpoints has no chain, only reject elements for its address and node port."""
+    usable endpoints has no endpoints and no verdict, only reject elements for its address and node port."""
     registry = build(
         write_zones,
         load,
@@ -119,7 +157,7 @@ def test_readiness_and_publish_not_ready(write_zones: WriteZones, load: Load) ->
         "cluster-ips 10.0.0.50",
         "no-endpoint-services 10.0.0.50 . tcp . 80 : goto reject-chain",
     ]
-    assert "service-ips 10.0.0.51 . tcp . 80 : goto service-default/web-all/tcp/http" in share(ruleset, "web-all")
+    assert "service-endpoints 10.0.0.51 . tcp . 80 . 0 : 10.244.1.1 . 80" in share(ruleset, "web-all")
     assert share(ruleset, "np") == [
         "cluster-ips 10.0.0.52",
         "no-endpoint-nodeports udp . 30053 : goto reject-chain",
@@ -128,8 +166,9 @@ def test_readiness_and_publish_not_ready(write_zones: WriteZones, load: Load) ->
 
 
 def test_node_port_external_and_load_balancer_ips(write_zones: WriteZones, load: Load) -> None:
-    """NodePort, external IPs and load-balancer ingress IPs go through an external chain, which masquerades
-    then continues at the service chain; hostnames in the ingress are not addresses and are skipped."""
+    """NodePort, external IPs and load-balancer ingress IPs go through a pick chain that masquerades first;
+    each external address has the endpoints the cluster IP has, and the node port its own, by protocol and
+    port. Hostnames in the ingress are not addresses and are skipped."""
     registry = build(
         write_zones,
         load,
@@ -144,13 +183,21 @@ def test_node_port_external_and_load_balancer_ips(write_zones: WriteZones, load:
     )
     ruleset = rules(registry, NODE)
     got = share(ruleset, "lb")
-    external = got.index("chain external-default/lb/tcp/http")
-    assert got[external + 1 : external + 3] == ["  jump mark-for-masquerade", "  goto service-default/lb/tcp/http"]
-    assert [line for line in got if " : goto" in line and not line.startswith("  ")] == [
-        "service-ips 10.0.0.60 . tcp . 80 : goto service-default/lb/tcp/http",
-        "service-ips 198.51.100.7 . tcp . 80 : goto external-default/lb/tcp/http",
-        "service-ips 203.0.113.9 . tcp . 80 : goto external-default/lb/tcp/http",
-        "service-nodeports tcp . 30080 : goto external-default/lb/tcp/http",
+    assert PICK_CHAINS["external-pick-1"] == ("jump mark-for-masquerade", "goto pick-1")
+    assert PICK_CHAINS["nodeport-pick-1"] == (
+        "jump mark-for-masquerade",
+        "meta l4proto { tcp, udp, sctp } dnat ip to meta l4proto . th dport . numgen random mod 1"
+        " map @nodeport-endpoints",
+    )
+    assert [line for line in got if " : " in line and not line.startswith("  ")] == [
+        "nodeport-endpoints tcp . 30080 . 0 : 10.244.1.1 . 80",
+        "service-endpoints 10.0.0.60 . tcp . 80 . 0 : 10.244.1.1 . 80",
+        "service-endpoints 198.51.100.7 . tcp . 80 . 0 : 10.244.1.1 . 80",
+        "service-endpoints 203.0.113.9 . tcp . 80 . 0 : 10.244.1.1 . 80",
+        "service-ips 10.0.0.60 . tcp . 80 : goto pick-1",
+        "service-ips 198.51.100.7 . tcp . 80 : goto external-pick-1",
+        "service-ips 203.0.113.9 . tcp . 80 : goto external-pick-1",
+        "service-nodeports tcp . 30080 : goto nodeport-pick-1",
     ]
     assert ruleset.addresses() >= {"10.0.0.60", "198.51.100.7", "203.0.113.9"}
 
@@ -183,8 +230,8 @@ def test_client_ip_affinity(write_zones: WriteZones, load: Load) -> None:
 
 
 def test_dual_stack_chains_per_family(write_zones: WriteZones, load: Load) -> None:
-    """A dual-stack Service has a chain per family; each family's cluster IP leads only to endpoints of
-    its family, and IPv6 endpoints are DNATed with `ip6` and brackets."""
+    """A dual-stack Service has its elements in each family's maps; each family's cluster IP leads only to
+    endpoints of its family, through the pick chain of that family."""
     registry = build(
         write_zones,
         load,
@@ -214,12 +261,13 @@ def test_dual_stack_chains_per_family(write_zones: WriteZones, load: Load) -> No
         Config(service_cidrs=("10.0.0.0/16", "fd00::/108")),
     )
     got = share(rules(registry, NODE), "web")
-    assert "  meta l4proto tcp dnat ip6 to [fd00:244::5]:8080" in got
-    assert "service-ips6 fd00::50 . tcp . 80 : goto service6-default/web/tcp/80" in got
-    assert "service-ips 10.0.0.50 . tcp . 80 : goto service-default/web/tcp/80" in got
-    assert "chain service-default/web/tcp/80" in got
-    assert "  meta l4proto tcp dnat ip to 10.244.1.5:8080" in got
+    assert "service-endpoints6 fd00::50 . tcp . 80 . 0 : fd00:244::5 . 8080" in got
+    assert "service-ips6 fd00::50 . tcp . 80 : goto pick6-1" in got
+    assert "service-ips 10.0.0.50 . tcp . 80 : goto pick-1" in got
+    assert "service-endpoints 10.0.0.50 . tcp . 80 . 0 : 10.244.1.5 . 8080" in got
     assert "endpoint-ips6 fd00:244::5" in got
+    (pick6,) = PICK_CHAINS["pick6-1"]
+    assert "dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints6" in pick6
 
 
 def test_kube_dns_leads_to_clusterdns(write_zones: WriteZones, load: Load) -> None:
@@ -228,8 +276,8 @@ def test_kube_dns_leads_to_clusterdns(write_zones: WriteZones, load: Load) -> No
     registry = build(write_zones, load, "")
     node = Node(node_ips=(), dns=("192.0.2.1", 1053))
     got = share(rules(registry, node), "kube-dns", "kube-system")
-    assert "  meta l4proto udp dnat ip to 192.0.2.1:1053" in got
-    assert "  meta l4proto tcp dnat ip to 192.0.2.1:1053" in got
+    assert "service-endpoints 10.0.0.10 . udp . 53 . 0 : 192.0.2.1 . 1053" in got
+    assert "service-endpoints 10.0.0.10 . tcp . 53 . 0 : 192.0.2.1 . 1053" in got
     assert "no-endpoint-services 10.0.0.10 . tcp . 9153 : goto reject-chain" in got
 
 
@@ -246,12 +294,15 @@ def test_unchanged_services_keep_their_rules(write_zones: WriteZones, load: Load
 
 
 def rules_of(chains: dict[str, tuple[str, ...]], elements: dict[tuple[str, str], str]) -> ServiceRules:
-    return ServiceRules(chains, elements, {}, ())
+    by_collection: dict[str, dict[str, str]] = {}
+    for (collection, key), value in elements.items():
+        by_collection.setdefault(collection, {})[key] = f"{key} : {value}" if value else key
+    return ServiceRules(chains, by_collection, {}, ())
 
 
 def test_transaction_writes_only_differences() -> None:
     """Between two rulesets: new chains are written, changed ones flushed and written again, elements whose
-    verdict changed or that are gone deleted, new ones added, and chains no longer used flushed, then deleted,
+    value changed or that are gone deleted, new ones added, and chains no longer used flushed, then deleted,
     after the elements that led to them."""
     old = Ruleset(
         NODE,
@@ -264,6 +315,14 @@ def test_transaction_writes_only_differences() -> None:
                 {"service-gone": ("dnat ip to 10.244.0.9:80",)},
                 {("service-ips", "10.0.0.3 . tcp . 80"): "goto service-gone"},
             ),
+            ("default", "picked"): rules_of(
+                {},
+                {
+                    ("service-ips", "10.0.0.4 . tcp . 80"): "goto pick-2",
+                    ("service-endpoints", "10.0.0.4 . tcp . 80 . 0"): "10.244.0.7 . 80",
+                    ("service-endpoints", "10.0.0.4 . tcp . 80 . 1"): "10.244.0.8 . 80",
+                },
+            ),
             ("default", "same"): rules_of({"service-same": ("accept",)}, {}),
         },
     )
@@ -273,6 +332,13 @@ def test_transaction_writes_only_differences() -> None:
             ("default", "a"): rules_of(
                 {"service-a": ("dnat ip to 10.244.0.6:80",), "external-a": ("goto service-a",)},
                 {("service-ips", "10.0.0.1 . tcp . 80"): "goto service-a", ("endpoint-ips", "10.244.0.6"): ""},
+            ),
+            ("default", "picked"): rules_of(
+                {},
+                {
+                    ("service-ips", "10.0.0.4 . tcp . 80"): "goto pick-1",
+                    ("service-endpoints", "10.0.0.4 . tcp . 80 . 0"): "10.244.0.8 . 80",
+                },
             ),
             ("default", "same"): old.services[("default", "same")],
             ("default", "b"): rules_of({}, {("no-endpoint-services", "10.0.0.2 . tcp . 80"): "goto reject-chain"}),
@@ -289,9 +355,12 @@ def test_transaction_writes_only_differences() -> None:
         "\t}",
         "}",
         "delete element inet clusterdns endpoint-ips { 10.244.0.5 }",
-        "delete element inet clusterdns service-ips { 10.0.0.3 . tcp . 80 }",
+        "delete element inet clusterdns service-endpoints { 10.0.0.4 . tcp . 80 . 0, 10.0.0.4 . tcp . 80 . 1 }",
+        "delete element inet clusterdns service-ips { 10.0.0.4 . tcp . 80, 10.0.0.3 . tcp . 80 }",
         "add element inet clusterdns endpoint-ips { 10.244.0.6 }",
         "add element inet clusterdns no-endpoint-services { 10.0.0.2 . tcp . 80 : goto reject-chain }",
+        "add element inet clusterdns service-endpoints { 10.0.0.4 . tcp . 80 . 0 : 10.244.0.8 . 80 }",
+        "add element inet clusterdns service-ips { 10.0.0.4 . tcp . 80 : goto pick-1 }",
         "flush chain inet clusterdns service-gone",
         "delete chain inet clusterdns service-gone",
     ]
@@ -347,6 +416,9 @@ ZONE_FILES = {
     "np": service("np", "type: NodePort\nselector: {app: db}\nports: [{name: http, port: 82, nodePort: 30082}]"),
     "db": pod("d1", "10.244.2.1", "app: db", ports="[{name: http, containerPort: 5432}]"),
     "ext": service("ext", "selector: {app: web}\nexternalIPs: [198.51.100.7]\nports: [{name: http, port: 83}]"),
+    "more-web": pod("w3", "10.244.1.3", "app: web") + pod("w4", "10.244.1.4", "app: web"),
+    "many": "".join(pod(f"m{i}", f"10.244.3.{i + 1}", "app: many") for i in range(PICKS + 1))
+    + service("many", "selector: {app: many}\nports: [{name: http, port: 84}]"),
 }
 
 
