@@ -4,11 +4,11 @@ Does no I/O: `rules` builds the whole desired ruleset from a registry, and `scri
 `nft -f` transaction that turns the last applied ruleset into it (proxy.py runs it). The layout follows
 kube-proxy's nftables mode (pkg/proxy/nftables), in one `inet` table instead of an `ip` and an `ip6` one:
 
-- a verdict map from destination address, protocol and port to one chain per service port
+- a verdict map from destination address, protocol and port to what picks the endpoint
   (`service-ips`, `service-ips6`; node ports in `service-nodeports`, `service-nodeports6`);
-- the service chain sends a client to the endpoint it used within the ClientIP affinity timeout (one
-  dynamic set per endpoint), else picks an endpoint at random per connection, and DNATs to the endpoint's
-  address and target port;
+- an endpoint is picked at random per connection and the connection DNATed to its address and target port;
+  with ClientIP affinity, a client goes back to the endpoint it used within the timeout (one dynamic set
+  per endpoint);
 - connections to a service port without usable endpoints are rejected in the filter hooks (TCP reset,
   ICMP port unreachable otherwise), and so is every other port of a cluster IP;
 - connections are masqueraded where the endpoint's reply would otherwise bypass this machine: a client
@@ -20,17 +20,22 @@ kube-proxy's nftables mode (pkg/proxy/nftables), in one `inet` table instead of 
   serves such clients are on a local network, masqueraded anyway.
 
 Where this differs from kube-proxy, for load time (measured with 10,000 Services of 3 endpoints each,
-tests/bench/bench_proxy.py): kube-proxy gives each endpoint a chain of its own and picks one with
-`numgen random mod N vmap { 0 : goto ..., ... }`. Each such vmap is an anonymous map, which the kernel
-names by scanning every set of the table: 10,000 of them took 148 s to load here. Without them, the 30,000
-endpoint chains and the jumps to them still cost about 2 s more than the same endpoints written into
-their service chain. So an endpoint is a rule of its service chain, and the random choice is made as
-kube-proxy's iptables mode makes it: the i-th of N endpoints is taken when `numgen random mod (N - i)` is
-0, the last one otherwise, which gives each endpoint 1/N of the connections.
+tests/bench/bench_proxy.py): kube-proxy gives each service port a chain, and each endpoint a chain of its
+own picked with `numgen random mod N vmap { 0 : goto ..., ... }`. Each such vmap is an anonymous map,
+which the kernel names by scanning every set of the table: 10,000 of them took 148 s to load here; with
+endpoints as DNAT rules of their service chain instead, 10,000 chains and 30,000 rules still took 1.6 s,
+for the kernel and nft spend about 35 us on each rule or chain, and nft reads every rule of the table
+again before each change (90 ms for any change). Map elements cost a fraction of that. So a service port
+of N endpoints is N elements of `service-endpoints` (`address . protocol . port . i : endpoint . port`,
+for i below N) and a verdict `goto pick-N`; the chain `pick-N` DNATs through that map with
+`numgen random mod N` as the last part of the key, which gives each endpoint 1/N of the connections.
+There is one pick chain per N up to PICKS, written with the table (see PICKS). A service port with
+ClientIP affinity, or more endpoints than that, has a chain of its own, where the i-th of N endpoints is
+taken when `numgen random mod (N - i)` is 0, the last one otherwise (kube-proxy's iptables mode).
 
 A Service's share of the ruleset is a `ServiceRules`, reused from the previous ruleset when the registry
 hands back an equal Service and equal endpoints (unchanged on reload), so a reload that changes one
-Service costs one Service's rules, here and in the transaction.
+Service costs one Service's elements, here and in the transaction.
 """
 
 from __future__ import annotations
