@@ -249,33 +249,34 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
     elements: dict[str, dict[str, str]] = {}
     sets: dict[str, str] = {}
     addresses: list[str] = []
-    ingress = [a for a in svc.load_balancer_ingress if is_ip(a)]
-
-    def put(collection: str, key: str, value: str = "") -> None:
-        items = elements.get(collection)
-        if items is None:
-            items = elements[collection] = {}
-        items[key] = f"{key} : {value}" if value else key
-
+    ingress = [a for a in svc.load_balancer_ingress if is_ip(a)] if svc.load_balancer_ingress else []
     for cluster_ip in svc.cluster_ips:
         f = "6" if ":" in cluster_ip else ""
-        family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == bool(f)]
+        if svc.external_ips or ingress:
+            family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == bool(f)]
+        else:
+            family = [cluster_ip]
         external = family[1:]
         addresses.extend(family)
-        put(f"cluster-ips{f}", cluster_ip)
+        # the Service's elements of each map, as written: "key : value", or "key" in a set
+        ips = elements.setdefault(f"service-ips{f}", {})
+        elements.setdefault(f"cluster-ips{f}", {})[cluster_ip] = cluster_ip
         for port in svc.ports:
             targets = _targets(svc, port, endpoints, node, bool(f))
             proto = port.protocol.lower()
             service_port = f"{proto} . {port.port}"
             node_port = f"{proto} . {port.node_port}" if port.node_port else ""
             if not targets:
+                rejects = elements.setdefault(f"no-endpoint-services{f}", {})
                 for address in family:
-                    put(f"no-endpoint-services{f}", f"{address} . {service_port}", REJECT)
+                    key = f"{address} . {service_port}"
+                    rejects[key] = f"{key} : {REJECT}"
                 if node_port:
-                    put("no-endpoint-nodeports", node_port, REJECT)
+                    elements.setdefault("no-endpoint-nodeports", {})[node_port] = f"{node_port} : {REJECT}"
                 continue
+            endpoint_ips = elements.setdefault(f"endpoint-ips{f}", {})
             for ip, _ in targets:
-                put(f"endpoint-ips{f}", ip)
+                endpoint_ips[ip] = ip
             n = len(targets)
             if svc.session_affinity == "ClientIP" or n > PICKS:
                 suffix = f"{f}-{svc.namespace}/{svc.name}/{proto}/{port.name or port.port}"
@@ -288,18 +289,26 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
                 to_node_port = to_external
             else:
                 values = [f"{ip} . {target}" for ip, target in targets]
+                picks = elements.setdefault(f"service-endpoints{f}", {})
                 for address in family:
                     for k, value in enumerate(values):
-                        put(f"service-endpoints{f}", f"{address} . {service_port} . {k}", value)
+                        key = f"{address} . {service_port} . {k}"
+                        picks[key] = f"{key} : {value}"
                 to_service, to_external, to_node_port = (f"goto {kind}pick{f}-{n}" for kind in PICK_KINDS)
                 if node_port:
+                    picks = elements.setdefault(f"nodeport-endpoints{f}", {})
                     for k, value in enumerate(values):
-                        put(f"nodeport-endpoints{f}", f"{node_port} . {k}", value)
-            put(f"service-ips{f}", f"{cluster_ip} . {service_port}", to_service)
+                        key = f"{node_port} . {k}"
+                        picks[key] = f"{key} : {value}"
+            key = f"{cluster_ip} . {service_port}"
+            ips[key] = f"{key} : {to_service}"
             for address in external:
-                put(f"service-ips{f}", f"{address} . {service_port}", to_external)
+                key = f"{address} . {service_port}"
+                ips[key] = f"{key} : {to_external}"
             if node_port:
-                put(f"service-nodeports{f}", node_port, to_node_port)
+                elements.setdefault(f"service-nodeports{f}", {})[node_port] = f"{node_port} : {to_node_port}"
+    for collection in [c for c, items in elements.items() if not items]:
+        del elements[collection]
     return ServiceRules(chains, elements, sets, tuple(dict.fromkeys(addresses)), (svc, endpoints))
 
 
@@ -415,14 +424,24 @@ class _Share:
 def _whole(new: Ruleset) -> str:
     out = [f"add table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{"]
     out.extend(f"\t{decl}" for decl in COLLECTIONS.values())
-    share = _Share(chains={**BASE_CHAINS, **PICK_CHAINS}, elements=new.node_elements())
+    chains: dict[str, tuple[str, ...]] = {**BASE_CHAINS, **PICK_CHAINS}
+    items: dict[str, list[str]] = {c: list(els.values()) for c, els in new.node_elements().items()}
     for rules_ in new.services.values():
-        share.add(rules_)
-    out.extend(f"\t{decl}" for decl in share.sets.values())
-    for name, lines in share.chains.items():
+        if rules_.chains:
+            chains.update(rules_.chains)
+            out.extend(f"\t{decl}" for decl in rules_.sets.values())
+        for collection, elements in rules_.elements.items():
+            listed = items.get(collection)
+            if listed is None:
+                listed = items[collection] = []
+            listed.extend(elements.values())
+    for name, lines in chains.items():
         out.extend(_chain(name, lines))
     out.append("}")
-    out.extend(_elements("add", {c: list(items.values()) for c, items in sorted(share.elements.items())}))
+    for collection in SHARED:  # an endpoint of several Services, once
+        if collection in items:
+            items[collection] = list(dict.fromkeys(items[collection]))
+    out.extend(_elements("add", dict(sorted(items.items()))))
     return "\n".join(out) + "\n"
 
 
