@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -156,10 +157,21 @@ def looks_like_ipv4(name: str) -> bool:
     return len(parts) == 4 and all(p.isascii() and p.isdigit() and int(p) < 256 for p in parts)
 
 
+def canonical_ip(text: str) -> str:
+    """`text` as an IP address in its canonical form; ValueError if it is not one. An IPv4 address that
+    inet_pton accepts (four decimal octets, no leading zeros) is already canonical: no ipaddress object
+    (5 us) for the common case, which a load of 100,000 Services meets twice per Service."""
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except (OSError, TypeError, ValueError):
+        return str(ipaddress.ip_address(text))
+    return text
+
+
 def is_ip(text: str) -> bool:
     """Whether `text` is an IPv4 or IPv6 address (a load-balancer ingress entry may be a hostname instead)."""
     try:
-        ipaddress.ip_address(text)
+        canonical_ip(text)
     except ValueError:
         return False
     return True

@@ -35,6 +35,7 @@ from clusterdns.labels import (
     SAFE_ALPHABET,
     Requirement,
     Selector,
+    canonical_ip,
     dns1035_label_error,
     dns1123_label_error,
     dns1123_subdomain_error,
@@ -281,7 +282,7 @@ def _ip(value: Any, path: Path) -> str:
     if not isinstance(value, str):
         raise ManifestError(path, f"must be an IP address, got {type_name(value)}")
     try:
-        return str(ipaddress.ip_address(value))
+        return canonical_ip(value)
     except ValueError:
         raise ManifestError(path, f"must be a valid IP address, got {value!r}") from None
 
@@ -421,7 +422,7 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
     ips = []
     for i, v in enumerate(requested):
         ips.append(_ip(v, ("spec", "clusterIPs", i) if many else ("spec", *key)))
-    if len(ips) == 2 and ipaddress.ip_address(ips[0]).version == ipaddress.ip_address(ips[1]).version:
+    if len(ips) == 2 and (":" in ips[0]) == (":" in ips[1]):  # canonical: only IPv6 has a colon
         raise ManifestError(("spec", "clusterIPs", 1), "a dual-stack service needs one IPv4 and one IPv6 address")
     return False, tuple(ips)
 
@@ -446,7 +447,7 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
     if policy == "SingleStack" and (len(families) > 1 or len(cluster_ips) > 1):
         raise ManifestError(("spec", "ipFamilyPolicy"), "SingleStack allows one IP family, got two")
     for i, ip in enumerate(cluster_ips):
-        fam = "IPv4" if ipaddress.ip_address(ip).version == 4 else "IPv6"
+        fam = "IPv6" if ":" in ip else "IPv4"
         if i < len(families) and families[i] != fam:
             raise ManifestError(
                 ("spec", "ipFamilies", i), f"must match clusterIPs[{i}] ({ip} is {fam}), got {families[i]}"

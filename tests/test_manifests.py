@@ -1252,3 +1252,95 @@ def test_many_empty_documents_load_fast(write_zones: WriteZones, load: Load) -> 
     assert [str(p) for p in registry.problems] == [
         "zones/empty.yaml:10006: Service default/last: spec.ports[0].port: must be 1-65535, got 0"
     ]
+
+
+# --- finding a problem's line without composing its document ---
+
+TRICKY = """\
+# a comment before the document
+apiVersion: v1
+kind: Service
+metadata:
+  name: web   # a comment after a value
+  labels: {app: web, tier: "front"}
+  annotations:
+    example.com/note: |
+      spec:
+        clusterIP: not this one
+    "quoted key": yes
+spec:
+
+  clusterIP: 10.0.0.5
+  ports:
+  - name: http
+    port: 80
+  -
+    name: dns
+    port: 53
+  - {name: metrics, port: 9153}
+  - &anchor
+    name: other
+    port: 1
+  selector:
+    app: web
+  externalIPs: [198.51.100.7,
+    198.51.100.8]
+  sessionAffinityConfig:
+    clientIP:
+      timeoutSeconds: 60
+status:
+  loadBalancer:
+    ingress:
+      - ip: 203.0.113.9
+      - hostname: lb.example.com
+"""
+
+
+def paths_into(data: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], bool]]:
+    """(path, whether it is there) for every path into `data`, and for one step too far below each scalar
+    and each list (paths that aren't there)."""
+    out = [(prefix, True)] if prefix else []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.extend(paths_into(value, (*prefix, str(key))))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out.extend(paths_into(value, (*prefix, i)))
+        out.append(((*prefix, len(data)), False))
+    else:
+        out.append(((*prefix, "missing"), False))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", [*sorted(p.name for p in (Path(__file__).parent.parent / "zones").glob("*.yaml")), "tricky"]
+)
+def test_line_scan_agrees_with_the_composer(name: str) -> None:
+    """For every path into every document (shipped zones, and one with the YAML a line scan must give up on),
+    the line found by scanning lines is the composer's, or the scan declines (0) and the composer is asked;
+    plain block YAML is scanned without composing."""
+    import yaml
+
+    from clusterdns import documents
+
+    path = Path(__file__).parent.parent / "zones" / name
+    text = TRICKY if name == "tricky" else path.read_text(encoding="utf-8")
+    scanned = total = 0
+    offset, line = 0, 1
+    for chunk in text.split("\n---"):
+        chunk_text = chunk if offset == 0 else "\n---" + chunk
+        root = yaml.compose(chunk_text, Loader=yaml.SafeLoader)
+        if root is not None:
+            first = root.start_mark.line + line
+            pos = offset + root.start_mark.index - root.start_mark.column
+            data = yaml.safe_load(chunk_text)
+            for field_path, there in paths_into(data):
+                expected = documents._walk(root, field_path) + line - 1
+                found = documents._block_line(text, pos, first, field_path)
+                total += there
+                if found:
+                    scanned += there
+                    assert found == expected, (name, field_path)
+        offset += len(chunk_text)
+        line += chunk_text.count("\n")
+    assert total and scanned / total > (0.4 if name == "tricky" else 0.9), (scanned, total)
