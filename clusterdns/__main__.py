@@ -1,7 +1,5 @@
 """`python -m clusterdns`."""
 
-import sys
+from clusterdns.cli import run
 
-from clusterdns.cli import main
-
-sys.exit(main())
+run()

@@ -241,9 +241,18 @@ def load_registry(args: argparse.Namespace) -> Registry:
     config = config_of(args)
     store = open_store(args.state, args.zones)
     try:
-        return Zones(args.zones, config, store).load(time.time())
+        zones = Zones(args.zones, config, store)
+        registry = zones.load(time.time())
     finally:
         store.close()
+    if _kept is not None:
+        _kept.append(zones)
+    return registry
+
+
+# What `run` keeps from being freed object by object before it exits (None: keep nothing, as when tests
+# call main).
+_kept: list[object] | None = None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -445,6 +454,21 @@ COMMANDS = {
     "describe": cmd_describe,
     "env": cmd_env,
 }
+
+
+def run() -> None:
+    """The `clusterdns` command: main, then exit at once, without freeing what the command loaded object by
+    object (as mypy does): a registry of 100,000 Services took 1.3 s to free, a seventh of `check`."""
+    global _kept
+    _kept = []
+    code = main()
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `clusterdns get ... | head`
+        pass
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
