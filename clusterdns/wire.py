@@ -213,6 +213,10 @@ class Query:
         return self.wire[12 : self.qend - 4].lower() + self.wire[self.qend - 4 : self.qend]
 
     @property
+    def qtype(self) -> int:
+        return int.from_bytes(self.wire[self.qend - 4 : self.qend - 2], "big")
+
+    @property
     def labels(self) -> tuple[bytes, ...]:
         """The question's labels, lower-cased."""
         out, i = [], 12
