@@ -4,7 +4,8 @@ no clock and counts nothing: each reply comes with what the server counts it und
 The hot path reads the header and question by hand, finds the encoded answer for the lower-cased
 (name, type, class) in a per-snapshot cache and returns it with only the ID, the RD and CD bits and the
 question's letter case patched in: names in the answer point at the question by compression, so they
-follow its case too. A miss asks `records` and `wire` once; negative answers are cached the same way.
+follow its case too. Any other query is read in full through `wire`; a question not in the cache is
+answered by `records` and written by `renderer`, once; negative answers are cached the same way.
 
 Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 - QR=1: no reply. Too short to hold a header: no reply.
@@ -25,9 +26,9 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from clusterdns import wire
 from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
+from clusterdns.renderer import encode
 from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt_record, read_query
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +38,7 @@ TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked wit
 OPT = dns.rdatatype.OPT
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+_OPT_RECORDS = (opt_record(False), opt_record(True))  # our OPT, by the client's DO bit
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ class _Entry:
 
 
 def _entry(question: bytes, answer: Answer, slot: int, limit: int = TCP_LIMIT) -> _Entry:
-    msg = wire.encode(question, answer, limit)
+    msg = encode(question, answer, limit)
     qend = 12 + len(question)
     ar = struct.unpack_from("!H", msg, 10)[0]
     f1, f2 = msg[2], msg[3]
@@ -166,7 +168,7 @@ class Responder:
         query, qend = q.wire, q.qend
         head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
         if q.edns:
-            return query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + opt_record(q.do)
+            return query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + _OPT_RECORDS[q.do]
         return query[0:2] + head + query[12:qend] + entry.body
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
