@@ -206,9 +206,10 @@ class Stats:
 
 
 class Tally:
-    """One answering thread's counting: its own list of the Stats counters, and its countdown to the next
-    cached answer to a plain query whose duration is observed (reading the clock a second time for each of
-    those would cost the fast path more than the rest of counting). Make it in the thread that uses it."""
+    """One answering thread's counting (the server bumps `counts[slot + tcp]` for each answer): its own list
+    of the Stats counters, and its countdown to the next CACHED answer whose duration is observed (reading
+    the clock a second time for each of those would cost the fast path more than the rest of counting).
+    Make it in the thread that uses it."""
 
     __slots__ = ("countdown", "counts", "stats")
 
@@ -217,17 +218,12 @@ class Tally:
         self.counts = stats.counts
         self.countdown = 0
 
-    def answered(self, slot: int, found: int, tcp: bool, started_ns: int) -> None:
-        """Count an answer given from request counter `slot`, found as `found` (CACHED, READ or BUILT) after
-        a query that came at perf_counter_ns() `started_ns`."""
-        counts = self.counts
-        counts[slot + tcp] += 1
-        if found == CACHED and self.countdown > 0:
-            self.countdown -= 1
-            return
+    def timed(self, slot: int, found: int, started_ns: int) -> None:
+        """Observe the duration of an answer from request counter `slot`, to a query that came at
+        perf_counter_ns() `started_ns`, and count it as a miss when it was BUILT."""
         if found == BUILT:
-            counts[self.stats.miss_slot] += 1
-        self.stats.observe(counts, slot, time.perf_counter_ns() - started_ns)
+            self.counts[self.stats.miss_slot] += 1
+        self.stats.observe(self.counts, slot, time.perf_counter_ns() - started_ns)
         self.countdown = Stats.SAMPLE
 
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from clusterdns.forward import Forwarder
-from clusterdns.metrics import Stats, Tally
+from clusterdns.metrics import CACHED, Stats, Tally
 from clusterdns.querylog import QueryLog
 from clusterdns.respond import Chase, Forward, Responder, servfail
 
@@ -112,8 +112,12 @@ class DNSServer:
             return servfail(query)
         if isinstance(result, tuple):
             reply, slot, found = result
-            if tally is not None:
-                tally.answered(slot, found, tcp, started)
+            if tally is not None:  # inline, not a call: this is on the answer path of every query
+                tally.counts[slot + tcp] += 1
+                if found == CACHED and tally.countdown > 0:
+                    tally.countdown -= 1
+                else:
+                    tally.timed(slot, found, started)
             return reply
         return result
 
