@@ -133,7 +133,7 @@ class Responder:
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
                 if entry.forward and self.recursion.allows(client):
-                    return self._upstream(Query(query, len(query), False), entry)  # the whole rest is the key
+                    return self._upstream(Query(query, len(query), False), entry)  # the key: all after the header
                 head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
                 return query[0:2] + head + query[12:] + entry.body, entry.slot, CACHED
         return self._answer(query, tcp, client)

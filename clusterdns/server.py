@@ -277,14 +277,15 @@ class _TCPClient(asyncio.Protocol):
         buffer += data
         replies = []
         used = 0
+        query_log, tally = server.query_log, server.tally
         while len(buffer) - used >= 2:
             length = buffer[used] << 8 | buffer[used + 1]
             if len(buffer) - used - 2 < length:
                 break
             query = bytes(buffer[used + 2 : used + 2 + length])
             used += 2 + length
-            started = time.perf_counter_ns()
-            reply = server.answer(query, True, self.client, server.tally)
+            started = time.perf_counter_ns() if query_log is not None else 0
+            reply = server.answer(query, True, self.client, tally)
             if isinstance(reply, Forward | Chase):
                 task = asyncio.ensure_future(self._forward(reply))
                 self.pending.add(task)
@@ -292,8 +293,8 @@ class _TCPClient(asyncio.Protocol):
                 continue
             if reply is None:
                 continue
-            if server.query_log is not None:
-                server.query_log.put(self.peer, query, reply, "tcp", started)
+            if query_log is not None:
+                query_log.put(self.peer, query, reply, "tcp", started)
             replies.append(struct.pack("!H", len(reply)) + reply)
         if used:
             del buffer[:used]
