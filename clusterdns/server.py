@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 from clusterdns.forward import Forwarder
 from clusterdns.metrics import CACHED, Stats, Tally
@@ -103,7 +104,7 @@ class DNSServer:
         """respond()'s reply to `query`, counted and timed in `tally` (the calling thread's), or what needs
         upstream. An unexpected failure is SERVFAIL, not counted, and logged at most once per cause every
         FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
-        started = time.perf_counter_ns() if tally is not None else 0
+        started = perf_counter_ns() if tally is not None else 0
         try:
             result = self.responder.respond(query, tcp, client)
         except Exception as exc:
