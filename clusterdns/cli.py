@@ -376,7 +376,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 daemon.proxy.interface,
             )
         if args.workers > 1:  # before any thread exists: fork copies only the calling thread
-            server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder)
+            server = DNSServer(responder, sockets.host, sockets.port, forwarder=daemon.forwarder, stats=daemon.stats)
             server.query_log = daemon.query_log
             inherited: list[Store] = []
 

@@ -86,7 +86,7 @@ class Daemon:
             self.serial,
         )
         self.registry, self.zone = registry, zone
-        responder = Responder(zone, self.stats, forwarding=self.forwarder is not None, recursion=self.recursion)
+        responder = Responder(zone, forwarding=self.forwarder is not None, recursion=self.recursion)
         if os.environ.get("CLUSTERDNS_NO_GC_FREEZE") is None:
             # The snapshot lives until the next reload and holds no reference cycles: keep the cyclic
             # garbage collector from walking its 100,000s of objects again and again while serving.
@@ -153,7 +153,9 @@ class Daemon:
         if self.options.watch:  # before serving: a change made once answers are seen must not be missed
             watcher = Watcher(self.zones.directory, lambda: loop.create_task(self.reload()))
             watcher.start()
-        async with serve(responder, sockets=sockets, forwarder=self.forwarder, query_log=self.query_log) as server:
+        async with serve(
+            responder, sockets=sockets, forwarder=self.forwarder, query_log=self.query_log, stats=self.stats
+        ) as server:
             self.server = server
             if self._missed or self.zones.changed():  # changed between the first load and the watch
                 await self.reload()

@@ -93,7 +93,9 @@ def derive_endpoints(
     (`sliced`: the Services that have such slices now or had them before).
 
     Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
-    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints.
+    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints; so does
+    any Service whose endpoints, derived again, equal those it had: the previous tuple itself is kept, so
+    that what was built from it (the ruleset) can tell unchanged endpoints by identity.
     """
     services = list(services)
     out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
@@ -123,18 +125,21 @@ def derive_endpoints(
     for eo in endpoints_objects:
         manual[eo.key].extend(eo.endpoints)
 
+    before = previous.endpoints if previous is not None else {}
     for svc in services:
-        if svc.key in out:
+        key = svc.key
+        if key in out:
             continue
         if svc.type == EXTERNAL_NAME:
-            out[svc.key] = ()
-            continue
-        if svc.selector is None:
-            out[svc.key] = tuple(_unique(svc, [], manual.get(svc.key, ())))
-            continue
-        selected = _selected_endpoints(svc, index)
-        extra = unmanaged.get(svc.key)
-        out[svc.key] = tuple(_unique(svc, selected, extra) if extra else selected)
+            derived: tuple[Endpoint, ...] = ()
+        elif svc.selector is None:
+            derived = tuple(_unique(svc, [], manual.get(key, ())))
+        else:
+            selected = _selected_endpoints(svc, index)
+            extra = unmanaged.get(key)
+            derived = tuple(_unique(svc, selected, extra) if extra else selected)
+        old = before.get(key)
+        out[key] = old if old is not None and old == derived else derived
     return {svc.key: out[svc.key] for svc in services}
 
 

@@ -371,15 +371,16 @@ class Forwarder:
         """The stub domains in text form ("consul.") with their upstreams."""
         return {".".join(label.decode("latin-1") for label in (*k, b"")) or ".": v for k, v in self._stubs.items()}
 
-    async def forward(self, query: bytes, tcp: bool = False) -> bytes:
-        """The reply to a client's query: from the cache or an upstream, SERVFAIL when none answers
-        within timeout x attempts. Never raises (but for cancellation); b"" only for a message that
-        is no query (a response, or shorter than a header), which gets no reply."""
+    async def forward(self, query: Query | bytes, tcp: bool = False) -> bytes:
+        """The reply to a client's query (as respond() read it, or its bytes): from the cache or an upstream,
+        SERVFAIL when none answers within timeout x attempts. Never raises (but for cancellation); b"" only
+        for a message that is no query (a response, or shorter than a header), which gets no reply."""
         try:
             return await self._forward(query, tcp)
         except Exception:
-            log.exception("forwarding failed; replying SERVFAIL to query %s", query.hex())
-            return header_reply(query, dns.rcode.SERVFAIL) if len(query) >= 12 and not query[2] & 0x80 else b""
+            msg = query.wire if isinstance(query, Query) else query
+            log.exception("forwarding failed; replying SERVFAIL to query %s", msg.hex())
+            return header_reply(msg, dns.rcode.SERVFAIL) if len(msg) >= 12 and not msg[2] & 0x80 else b""
 
     async def chase(self, ours: bytes, target: str, tcp: bool) -> bytes:
         """Our reply `ours`, ending in a CNAME to `target` outside our zones, completed with `target`'s
@@ -411,12 +412,12 @@ class Forwarder:
             merged.flags |= dns.flags.TC
             return merged.to_wire()
 
-    async def _forward(self, query: bytes, tcp: bool) -> bytes:
-        q = read_query(query)
+    async def _forward(self, query: Query | bytes, tcp: bool) -> bytes:
+        q = query if isinstance(query, Query) else read_query(query)
         if not isinstance(q, Query):
             return q or b""
         if self._is_own_probe(q.labels):
-            return probe_reply(query)
+            return probe_reply(q.wire)
         entry = self._cache.get((q.key, q.do))
         if entry is not None:
             now = self._clock()

@@ -1,10 +1,11 @@
 """Query counters in shared memory, and their Prometheus exposition under CoreDNS's metric names.
 
-Counting is on the answer path of every query, so it is a couple of integer increments into a
-memoryview, not prometheus-client calls: each answer-cache entry knows its own counter slot (zone, query
-type, rcode), and durations go into power-of-two buckets. The counters live in an anonymous shared
-mmap with one block per process, so UDP worker processes count too; a scrape sums the blocks and hands
-the totals to prometheus-client through a custom collector. No label ever carries a query name.
+Counting is on the answer path of every query, so it is an integer increment into a list, not
+prometheus-client calls: respond() hands the server each answer's counter slot (zone, query type, rcode;
+an answer-cache entry carries its own), the server bumps it in its thread's `Tally`, and durations go into
+power-of-two buckets. Each process publishes its counters into a block of an anonymous shared mmap, so
+UDP worker processes count too; a scrape sums the blocks and hands the totals to prometheus-client
+through a custom collector. No label ever carries a query name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dns.rdatatype
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from clusterdns.wire import read_question
+from clusterdns.wire import Query
 
 # Label values, CoreDNS style: common query types by name, the rest "other".
 TYPES = ("A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "SOA", "NS", "MX", "ANY", "other")
@@ -32,17 +33,16 @@ PROTOS = ("udp", "tcp")
 # Duration buckets as CoreDNS's: 0.25 ms doubling 16 times (to 8.192 s), plus +Inf.
 BUCKET_BASE_NS = 250_000
 BUCKETS = 16
+NO_ZONE = 3  # the zone label "." (the last of zone_labels): what no zone of ours answered
+# How respond() found an answer, for counting: from the raw question (the fast path: a cached answer to a
+# plain query), after reading the query in full (the answer cache, or a reply of only a header), or built
+# now (a miss of the answer cache).
+CACHED, READ, BUILT = 0, 1, 2
 
 
 def zone_labels(domain: str) -> tuple[str, ...]:
     """The zone label values, in the order of Zone.zone_index; the last, ".", for what no zone answered."""
     return (f"{domain}.", "in-addr.arpa.", "ip6.arpa.", ".")
-
-
-def question_type(query: bytes) -> int:
-    """The QTYPE of a query's question, or 0 when it can't be read."""
-    qend = read_question(query)
-    return int.from_bytes(query[qend - 4 : qend - 2], "big") if qend else 0
 
 
 def type_index(qtype: int) -> int:
@@ -53,17 +53,26 @@ def rcode_index(rcode: int) -> int:
     return RCODE_INDEX.get(rcode, len(RCODES) - 1)
 
 
+def counter_slot(zone: int, qtype: int, rcode: int) -> int:
+    """The request counter of an answer from `zone` (an index into zone_labels) to a `qtype` question with
+    `rcode`, over UDP; +1 is the TCP one."""
+    return _slot(zone, type_index(qtype), rcode_index(rcode))
+
+
+def _slot(zone: int, t: int, r: int) -> int:
+    return ((zone * len(TYPES) + t) * len(RCODES) + r) * len(PROTOS)
+
+
 class Stats:
     """Counters for `processes` processes; `zones` are the zone label values (the last is ".").
 
-    Requests and responses are counted exactly: answers from the answer cache by a counter in their
-    cache entry (one for UDP, bumped only by the UDP thread, one for TCP, only by the event loop; `live`
-    reads them at scrape time), everything else here, in a list of counters per thread. The duration histogram
-    observes every answer that had to be built and every forwarded one, but only one cached answer in
-    SAMPLE: reading the clock twice for each cached answer would cost the answer path more than the few
-    percent counting may take. Its _count is therefore smaller than the request count; its quantiles
-    are those of the sample. Worker processes publish their counts into shared memory only when a
-    scrape asks (`refresh`, which waits for them up to a second).
+    Requests and responses are counted exactly, in a list of counters per thread that counts (the UDP
+    thread, the event loop): a thread only bumps its own list, so none loses a count to another, and a
+    scrape reads the lists without stopping them. The duration histogram observes every answer that
+    was built or read in full and every forwarded one, but only one in SAMPLE of the cached answers to
+    plain queries (the fast path; see Tally). Its _count is therefore smaller than the request count; its
+    quantiles are those of the sample. Worker processes publish their counts into shared memory only when
+    a scrape asks (`refresh`, which waits for them up to a second).
     """
 
     SAMPLE = 64
@@ -86,8 +95,6 @@ class Stats:
         # items are the cheapest to bump, and a thread that only bumps its own list loses no count to another.
         self._lists: dict[int, list[int]] = {}
         self._lock = threading.Lock()
-        self.countdown = 0  # cached answers until the next one whose duration is observed
-        self.live: Callable[[], list[tuple[int, int, int]]] | None = None  # (slot, udp, tcp) of cache entries
         self.index = 0  # this process' block in `shared`
 
     @property
@@ -98,11 +105,6 @@ class Stats:
             with self._lock:
                 mine = self._lists[threading.get_ident()] = [0] * self.block
         return mine
-
-    @property
-    def retired(self) -> list[int]:
-        """Where the counts of answer caches no longer in use go: the calling thread's counters."""
-        return self.counts
 
     def use_block(self, index: int) -> None:
         """In a worker process: count from zero into block `index`, published by `publish()`."""
@@ -115,16 +117,8 @@ class Stats:
         start = self.index * self.block
         self.shared[start : start + self.block] = array.array("Q", self.local())
 
-    def attach(self, live: Callable[[], list[tuple[int, int, int]]]) -> None:
-        """Count a new answer cache's entries from now on, keeping the counts of the one it replaces."""
-        if self.live is not None:
-            for slot, udp, tcp in self.live():
-                self.retired[slot] += udp
-                self.retired[slot + 1] += tcp
-        self.live = live
-
     def local(self) -> list[int]:
-        """This process' counters: its own, the retired caches', and the live cache entries'."""
+        """This process' counters: the sum of its threads' lists."""
         out = [0] * self.block
         with self._lock:
             lists = list(self._lists.values())
@@ -132,17 +126,14 @@ class Stats:
             for i, v in enumerate(counts):
                 if v:
                     out[i] += v
-        if self.live is not None:
-            for slot, udp, tcp in self.live():
-                out[slot] += udp
-                out[slot + 1] += tcp
         return out
 
     def run_publisher(self) -> None:
         """In a worker process (a daemon thread): publish the counters when the main process asks.
 
-        Publishing walks the answer cache and holds the interpreter lock meanwhile; doing it on a timer
-        cost a worker 6-16% of its UDP answers, while a scrape every few seconds costs nothing visible.
+        Publishing sums the counters holding the interpreter lock; doing it on a timer (when it also walked
+        the answer cache) cost a worker 6-16% of its UDP answers, while a scrape every few seconds costs
+        nothing visible.
         """
         done = 0
         while True:
@@ -165,9 +156,9 @@ class Stats:
                 return
             time.sleep(0.005)
 
-    def slot(self, zone: int, qtype: int, rcode: int) -> int:
-        """The request counter of (zone, type, rcode) over UDP; +1 is the TCP one."""
-        return ((zone * len(TYPES) + qtype) * len(RCODES) + rcode) * len(PROTOS)
+    def slot(self, zone: int, t: int, r: int) -> int:
+        """The request counter of (zone, type index, rcode index) over UDP; +1 is the TCP one."""
+        return _slot(zone, t, r)
 
     def timing(self, zone: int, qtype: int) -> int:
         """The first histogram bucket of (zone, type)."""
@@ -176,30 +167,21 @@ class Stats:
     def sum_slot(self, zone: int, qtype: int) -> int:
         return self.requests + self.histogram + zone * len(TYPES) + qtype
 
-    def count(self, slots: tuple[int, int, int], tcp: bool, elapsed_ns: int) -> None:
-        """Count one answered query and observe its duration: `slots` are (slot, timing, sum_slot) of
-        its zone, type and rcode."""
-        self.counts[slots[0] + tcp] += 1
-        self.observe(slots, elapsed_ns)
-
-    def observe(self, slots: tuple[int, int, int], elapsed_ns: int) -> None:
-        """Put one duration into the histogram (and restart the count to the next sampled answer)."""
-        c = self.counts
+    def observe(self, counts: list[int], slot: int, elapsed_ns: int) -> None:
+        """Put one duration into the histogram of the zone and type of request counter `slot`, in `counts`
+        (the calling thread's)."""
+        zone, t = divmod(slot // (len(RCODES) * len(PROTOS)), len(TYPES))
         bucket = (elapsed_ns // BUCKET_BASE_NS).bit_length()
-        c[slots[1] + (bucket if bucket < BUCKETS else BUCKETS)] += 1
-        c[slots[2]] += elapsed_ns
-        self.countdown = self.SAMPLE
+        counts[self.timing(zone, t) + (bucket if bucket < BUCKETS else BUCKETS)] += 1
+        counts[self.sum_slot(zone, t)] += elapsed_ns
 
-    def slots(self, zone: int, qtype: int, rcode: int) -> tuple[int, int, int]:
-        t, r = type_index(qtype), rcode_index(rcode)
-        return self.slot(zone, t, r), self.timing(zone, t), self.sum_slot(zone, t)
-
-    def count_forwarded(self, query: bytes, reply: bytes, tcp: bool, elapsed_ns: int) -> None:
-        """Count a query answered by an upstream (zone ".", the upstream's rcode)."""
-        qtype = question_type(query)
-        rcode = reply[3] & 0xF if len(reply) >= 12 else 2
-        self.count(self.slots(len(self.zones) - 1, qtype, rcode), tcp, elapsed_ns)
-        self.counts[self.forward_slot] += 1
+    def count_forwarded(self, query: Query, reply: bytes, tcp: bool, elapsed_ns: int) -> None:
+        """Count a query answered by an upstream (zone ".", the upstream's rcode), from the calling thread."""
+        counts = self.counts
+        slot = counter_slot(NO_ZONE, query.qtype, reply[3] & 0xF if len(reply) >= 12 else 2)
+        counts[slot + tcp] += 1
+        self.observe(counts, slot, elapsed_ns)
+        counts[self.forward_slot] += 1
 
     def per_process(self) -> list[int]:
         """Queries answered by each process (0: the main one), as last published."""
@@ -221,6 +203,28 @@ class Stats:
                 if v:
                     out[i] += v
         return out
+
+
+class Tally:
+    """One answering thread's counting (the server bumps `counts[slot + tcp]` for each answer): its own list
+    of the Stats counters, and its countdown to the next CACHED answer whose duration is observed (reading
+    the clock a second time for each of those would cost the fast path more than the rest of counting).
+    Make it in the thread that uses it."""
+
+    __slots__ = ("countdown", "counts", "stats")
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.counts = stats.counts
+        self.countdown = 0
+
+    def timed(self, slot: int, found: int, started_ns: int) -> None:
+        """Observe the duration of an answer from request counter `slot`, to a query that came at
+        perf_counter_ns() `started_ns`, and count it as a miss when it was BUILT."""
+        if found == BUILT:
+            self.counts[self.stats.miss_slot] += 1
+        self.stats.observe(self.counts, slot, time.perf_counter_ns() - started_ns)
+        self.countdown = Stats.SAMPLE
 
 
 class StatsCollector(Collector):

@@ -1,9 +1,11 @@
-"""Query bytes -> reply bytes: header guard, EDNS0, truncation, and the answer cache. Does no I/O.
+"""Query bytes -> reply bytes: header guard, EDNS0, truncation, and the answer cache. Does no I/O, reads
+no clock and counts nothing: each reply comes with what the server counts it under.
 
 The hot path reads the header and question by hand, finds the encoded answer for the lower-cased
 (name, type, class) in a per-snapshot cache and returns it with only the ID, the RD and CD bits and the
 question's letter case patched in: names in the answer point at the question by compression, so they
-follow its case too. A miss asks `records` and `wire` once; negative answers are cached the same way.
+follow its case too. Any other query is read in full through `wire`; a question not in the cache is
+answered by `records` and written by `renderer`, once; negative answers are cached the same way.
 
 Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 - QR=1: no reply. Too short to hold a header: no reply.
@@ -19,15 +21,14 @@ import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from time import perf_counter_ns
 
 import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from clusterdns import wire
-from clusterdns.metrics import Stats
+from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
+from clusterdns.renderer import encode
 from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt_record, read_query
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,13 +38,14 @@ TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked wit
 OPT = dns.rdatatype.OPT
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+_OPT_RECORDS = (opt_record(False), opt_record(True))  # our OPT, by the client's DO bit
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
     """respond()'s result for a name outside our zones, from a client that may recurse: ask upstream."""
 
-    query: bytes
+    query: Query
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +53,17 @@ class Chase:
     """respond()'s result for our answer ending in a CNAME to a name outside our zones (an ExternalName):
     `ours` (our reply, as over TCP) is to be completed with the records of `target` from upstream."""
 
-    query: bytes
+    query: Query
     ours: bytes
     target: str
 
 
-# What respond() gives: the reply's bytes (a reply is kept as its bytes, so that the hot path allocates
-# nothing more), None for a message that gets no reply, or what the forwarder must do.
-Result = bytes | Forward | Chase | None
+# A reply of ours: its bytes, its request counter in metrics (counter_slot: zone, type, rcode) and how it
+# was found (metrics.CACHED, READ or BUILT), for the server to count. A plain tuple, so that the hot path
+# allocates nothing more.
+Reply = tuple[bytes, int, int]
+# What respond() gives: a Reply, None for a message that gets no reply, or what the forwarder must do.
+Result = Reply | Forward | Chase | None
 
 
 class Recursion:
@@ -93,47 +98,29 @@ class _Entry:
     counts_opt: bytes  # the counts with ARCOUNT + 1, for our OPT
     body: bytes  # the sections after the question
     size: int  # length of the whole message without OPT
-    slots: tuple[int, int, int] = (0, 0, 0)  # its counters in Stats
+    slot: int  # its request counter (metrics.counter_slot)
     forward: bool = False  # ask upstream (when the client may recurse), else answer with this entry
-    hits: list[int] = field(default_factory=lambda: [0, 0])  # answered from here over UDP, TCP
     truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
 
 
-def _entry(question: bytes, answer: Answer, limit: int = TCP_LIMIT, slots: tuple[int, int, int] = (0, 0, 0)) -> _Entry:
-    msg = wire.encode(question, answer, limit)
+def _entry(question: bytes, answer: Answer, slot: int, limit: int = TCP_LIMIT) -> _Entry:
+    msg = encode(question, answer, limit)
     qend = 12 + len(question)
     ar = struct.unpack_from("!H", msg, 10)[0]
     f1, f2 = msg[2], msg[3]
     heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
     counts_opt = msg[4:10] + struct.pack("!H", ar + 1)
-    return _Entry(answer, question, heads, counts_opt, msg[qend:], len(msg), slots=slots)
+    return _Entry(answer, question, heads, counts_opt, msg[qend:], len(msg), slot)
 
 
 class Responder:
     """Answers queries from one Zone. Make a new one for each registry snapshot."""
 
-    def __init__(
-        self, zone: Zone, stats: Stats | None = None, forwarding: bool = False, recursion: Recursion | None = None
-    ) -> None:
+    def __init__(self, zone: Zone, forwarding: bool = False, recursion: Recursion | None = None) -> None:
         self.zone = zone
-        self.stats = stats
         self.forwarding = forwarding
         self.recursion = recursion or Recursion()
         self.cache: dict[bytes, _Entry] = {}
-        self.misses = 0
-        self._other = stats.slots(len(stats.zones) - 1, 0, 0) if stats else (0, 0, 0)
-        if stats is not None:
-            stats.attach(self.hit_counts)
-
-    def hit_counts(self) -> list[tuple[int, int, int]]:
-        """(counter slot, UDP, TCP) answers given from each cache entry, for Stats."""
-        out = []
-        for entry in list(self.cache.values()):  # a copy: the answer thread may add entries meanwhile
-            for e in (entry, *entry.truncated.values()):
-                udp, tcp = e.hits
-                if udp or tcp:
-                    out.append((e.slots[0], udp, tcp))
-        return out
 
     def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:
         """The reply to one DNS message from `client`; None when it must be dropped; Forward or Chase when
@@ -141,72 +128,48 @@ class Responder:
         it decides from this Responder's snapshot."""
         # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
         # The cache only holds questions that were once parsed in full, so its key proves the format.
-        stats = self.stats
-        # Cached answers are counted in their entry; one in Stats.SAMPLE has its duration observed.
-        started = perf_counter_ns() if stats is not None and stats.countdown <= 0 else 0
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
                 if entry.forward and self.recursion.allows(client):
-                    return self._upstream(query, entry)
-                reply = query[0:2] + entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + entry.body
-                entry.hits[tcp] += 1
-                if stats is not None:
-                    if started:
-                        stats.observe(entry.slots, perf_counter_ns() - started)
-                    else:
-                        stats.countdown -= 1
-                return reply
-        if stats is not None and not started:
-            started = perf_counter_ns()
-        answered, slots = self._respond(query, tcp, client)
-        if isinstance(answered, Forward | Chase):
-            return answered
-        if stats is not None and answered is not None:
-            stats.count(slots, tcp, perf_counter_ns() - started)
-        return answered
+                    return self._upstream(Query(query, len(query), False), entry)  # the key: all after the header
+                head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
+                return query[0:2] + head + query[12:] + entry.body, entry.slot, CACHED
+        return self._answer(query, tcp, client)
 
-    def _upstream(self, query: bytes, entry: _Entry) -> Forward | Chase:
+    def _upstream(self, q: Query, entry: _Entry) -> Forward | Chase:
         """What the forwarder must do for a query whose entry needs upstream: forward the query, or complete
         our CNAME chain (answered here, from this snapshot, as over TCP) with its target's records."""
         if not entry.answer.chase:
-            return Forward(query)
-        ours = self._answer(query, True, "")
-        assert isinstance(ours, tuple)
-        return Chase(query, ours[0], entry.answer.chase)
+            return Forward(q)
+        return Chase(q, self._reply(q, entry, True), entry.answer.chase)
 
-    def _respond(self, query: bytes, tcp: bool, client: str) -> tuple[Result, tuple[int, int, int]]:
-        reply = self._answer(query, tcp, client)
-        if isinstance(reply, tuple | Forward | Chase):
-            return reply if isinstance(reply, tuple) else (reply, self._other)
-        if reply is not None and self.stats is not None:
-            return reply, self.stats.slots(len(self.stats.zones) - 1, 0, reply[3] & 0xF)
-        return reply, self._other
-
-    def _answer(
-        self, query: bytes, tcp: bool, client: str
-    ) -> bytes | tuple[bytes, tuple[int, int, int]] | Forward | Chase | None:
-        """The full path: checks, EDNS, cache fill. Returns (reply, counter slots) when it has an entry;
-        Forward or Chase when the entry needs upstream and `client` may recurse ("": nobody asks upstream)."""
+    def _answer(self, query: bytes, tcp: bool, client: str) -> Result:
+        """The full path: the query read once, the cache filled on a miss. Forward or Chase when the entry
+        needs upstream and `client` may recurse."""
         q = read_query(query)
-        if not isinstance(q, Query):
-            return q
-        qend = q.qend
+        if not isinstance(q, Query):  # no reply, or one of only a header
+            return q if q is None else (q, counter_slot(NO_ZONE, 0, q[3] & 0xF), READ)
         key = q.key
         entry = self.cache.get(key)
+        found = READ
         if entry is None:
-            entry = self._miss(key, qend - 17)
-        if entry.forward and client and self.recursion.allows(client):
-            return self._upstream(query, entry)
+            entry, found = self._miss(key, q.qend - 17), BUILT
+        if entry.forward and self.recursion.allows(client):
+            return self._upstream(q, entry)
+        return self._reply(q, entry, tcp), entry.slot, found
+
+    def _reply(self, q: Query, entry: _Entry, tcp: bool) -> bytes:
+        """The reply to `q` from its entry, truncated to what the client takes."""
         limit = q.limit(tcp) - (11 if q.edns else 0)  # room for our OPT
         if entry.size > limit:
             entry = self._truncated(entry, limit)
+        query, qend = q.wire, q.qend
         head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
         if q.edns:
-            reply = query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + opt_record(q.do)
-            return reply, entry.slots
-        return query[0:2] + head + query[12:qend] + entry.body, entry.slots
+            return query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + _OPT_RECORDS[q.do]
+        return query[0:2] + head + query[12:qend] + entry.body
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
@@ -221,38 +184,20 @@ class Responder:
                 i += key[i] + 1
             answer = self.zone.lookup(tuple(labels), qtype) if labels else REFUSED
             ours = answer is not REFUSED
-        slots = (0, 0, 0)
-        if self.stats is not None:
-            slots = self.stats.slots(self.zone.zone_index(tuple(labels), answer), qtype, answer.rcode)
-            if ours or not self.forwarding:  # forwarded names are counted by the forwarder's cache
-                self.stats.counts[self.stats.miss_slot] += 1
-        self.misses += 1
-        entry = _entry(key, answer, slots=slots)
+        slot = counter_slot(self.zone.zone_index(tuple(labels), answer), qtype, answer.rcode)
+        entry = _entry(key, answer, slot)
         # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
         entry.forward = self.forwarding and (not ours or bool(answer.chase))
         if len(self.cache) >= CACHE_ENTRIES:
-            self._retire(self.cache.values())
             self.cache.clear()
         self.cache[key] = entry
         return entry
 
-    def _retire(self, entries: Iterable[_Entry]) -> None:
-        """Keep the answers counted in entries about to be dropped (the counters must never go back)."""
-        if self.stats is None:
-            return
-        retired = self.stats.retired
-        for entry in list(entries):
-            for e in (entry, *entry.truncated.values()):
-                udp, tcp = e.hits
-                retired[e.slots[0]] += udp
-                retired[e.slots[0] + 1] += tcp
-
     def _truncated(self, entry: _Entry, limit: int) -> _Entry:
         small = entry.truncated.get(limit)
         if small is None:
-            small = _entry(entry.question, entry.answer, limit, entry.slots)
+            small = _entry(entry.question, entry.answer, entry.slot, limit)
             if len(entry.truncated) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
-                self._retire(entry.truncated.values())
                 entry.truncated.clear()
             entry.truncated[limit] = small
         return small

@@ -219,7 +219,8 @@ def rules(registry: Registry, node: Node, previous: Ruleset | None = None) -> Ru
             continue
         endpoints = registry.endpoints.get(key, ())
         old = before.get(key)
-        if old is not None and _same_service(old.made_from[0], svc) and _same_endpoints(old.made_from[1], endpoints):
+        # derive_endpoints keeps a Service's endpoints tuple while they are equal: compared by identity
+        if old is not None and _same_service(old.made_from[0], svc) and old.made_from[1] is endpoints:
             out[key] = old
         else:
             out[key] = service_rules(svc, endpoints, node)
@@ -228,19 +229,6 @@ def rules(registry: Registry, node: Node, previous: Ruleset | None = None) -> Ru
 
 def _same_service(a: object, b: Service) -> bool:
     return a is b or a == b
-
-
-def _same_endpoints(a: object, b: Sequence[Endpoint]) -> bool:
-    """Equal as far as the ruleset goes (address, readiness, ports); cheaper than comparing whole Endpoints,
-    and a reload that re-parses a file makes new, mostly equal, endpoints for every Service in it."""
-    if a is b:
-        return True
-    if not isinstance(a, tuple) or len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        if x is not y and (x.ip != y.ip or x.ready != y.ready or x.ports != y.ports):
-            return False
-    return True
 
 
 def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> ServiceRules:

@@ -1,10 +1,12 @@
-"""asyncio UDP and TCP transports around `Responder.respond`.
+"""asyncio UDP and TCP transports around `Responder.respond`: framing, threads, worker processes, counting.
 
 `serve()` is an async context manager that binds both sockets on one port and yields a `DNSServer`
 whose `responder` can be swapped at any time (a reload): each query reads it once, so it is answered
-wholly from the old snapshot or wholly from the new one. TCP follows RFC 7766: 2-byte length framing,
-many queries per connection answered in order, an idle timeout, a bound on open connections and a smaller
-one per client address; at the bound, the connection idle longest makes room for a new one.
+wholly from the old snapshot or wholly from the new one. Each answering thread counts into its own
+`metrics.Tally` what respond() says an answer is counted under, and times it. TCP follows RFC 7766:
+2-byte length framing, many queries per connection answered in order, an idle timeout, a bound on open
+connections and a smaller one per client address; at the bound, the connection idle longest makes room
+for a new one.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 from clusterdns.forward import Forwarder
+from clusterdns.metrics import CACHED, Stats, Tally
 from clusterdns.querylog import QueryLog
-from clusterdns.respond import Chase, Forward, Responder, Result, servfail
+from clusterdns.respond import Chase, Forward, Responder, servfail
 
 log = logging.getLogger("clusterdns.server")
 
@@ -89,20 +93,34 @@ class DNSServer:
     forwarder: Forwarder | None = None
     loop: asyncio.AbstractEventLoop | None = None  # where forwarded queries run
     query_log: QueryLog | None = None
+    stats: Stats | None = None  # counters for /metrics; None: nothing is counted
+    tally: Tally | None = None  # the event loop's counting (TCP); the UDP thread has its own
     failure_log: FailureLog = field(default_factory=lambda: FailureLog(), repr=False)
     tcp_clients: dict[_TCPClient, None] = field(default_factory=dict, repr=False)  # open ones, oldest first
     tcp_per_client: dict[str, int] = field(default_factory=dict, repr=False)  # open connections per address
     _tcp: asyncio.Server | None = field(default=None, repr=False)
 
-    def answer(self, query: bytes, tcp: bool, client: str) -> Result:
-        """respond(), with any unexpected failure turned into SERVFAIL and logged, at most once per cause
-        every FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
+    def answer(self, query: bytes, tcp: bool, client: str, tally: Tally | None) -> bytes | Forward | Chase | None:
+        """respond()'s reply to `query`, counted and timed in `tally` (the calling thread's), or what needs
+        upstream. An unexpected failure is SERVFAIL, not counted, and logged at most once per cause every
+        FAILURE_LOG_INTERVAL seconds (a client repeating a query that fails can't flood the log)."""
+        started = perf_counter_ns() if tally is not None else 0
         try:
-            return self.responder.respond(query, tcp, client)
+            result = self.responder.respond(query, tcp, client)
         except Exception as exc:
             self.failures += 1
             self.failure_log.failed(exc, query)
             return servfail(query)
+        if isinstance(result, tuple):
+            reply, slot, found = result
+            if tally is not None:  # inline, not a call: this is on the answer path of every query
+                tally.counts[slot + tcp] += 1
+                if found == CACHED and tally.countdown > 0:
+                    tally.countdown -= 1
+                else:
+                    tally.timed(slot, found, started)
+            return reply
+        return result
 
     def forward_udp(self, todo: Forward | Chase, addr: tuple[str | int, ...], sock: socket.socket) -> None:
         """Hand a query that needs upstream, from the UDP thread, to the event loop, which sends the reply."""
@@ -114,25 +132,24 @@ class DNSServer:
         started = time.perf_counter_ns()
         try:
             if self.forwarder is None:  # forwarding off: respond() never asks, but answer it here if it does
-                return servfail(todo.query) or b""
+                return servfail(todo.query.wire) or b""
             if isinstance(todo, Chase):
                 reply = await self.forwarder.chase(todo.ours, todo.target, tcp)
             else:
                 reply = await self.forwarder.forward(todo.query, tcp)
         except Exception as exc:
             self.failures += 1
-            self.failure_log.failed(exc, todo.query)
-            return servfail(todo.query) or b""
-        stats = self.responder.stats
-        if stats is not None and reply:
-            stats.count_forwarded(todo.query, reply, tcp, time.perf_counter_ns() - started)
+            self.failure_log.failed(exc, todo.query.wire)
+            return servfail(todo.query.wire) or b""
+        if self.stats is not None and reply:
+            self.stats.count_forwarded(todo.query, reply, tcp, time.perf_counter_ns() - started)
         return reply
 
     async def _forward_udp(self, todo: Forward | Chase, addr: tuple[str | int, ...], sock: socket.socket) -> None:
         started = time.perf_counter_ns()
         reply = await self.forward(todo, False)
         if self.query_log is not None and reply:
-            self.query_log.put(addr, todo.query, reply, "udp", started)
+            self.query_log.put(addr, todo.query.wire, reply, "udp", started)
         if reply:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
@@ -142,7 +159,8 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
     """Answer UDP queries in a tight blocking loop: without the event loop's per-datagram overhead this
     answers several times more queries per second. Runs in its own thread (and in worker processes).
     Queries are read into 4 KiB; a longer datagram is cut and then fails to parse (FORMERR)."""
-    recvfrom, sendto = sock.recvfrom, sock.sendto
+    recvfrom, sendto, answer = sock.recvfrom, sock.sendto, server.answer
+    tally = Tally(server.stats) if server.stats is not None else None
     while not stop.is_set():
         try:
             data, addr = recvfrom(UDP_READ_SIZE)
@@ -153,10 +171,7 @@ def _udp_loop(server: DNSServer, sock: socket.socket, stop: threading.Event) -> 
             continue
         query_log = server.query_log
         started = time.perf_counter_ns() if query_log is not None else 0
-        try:
-            reply = server.responder.respond(data, False, addr[0])
-        except Exception:
-            reply = server.answer(data, False, "")  # logs, and answers SERVFAIL
+        reply = answer(data, False, addr[0], tally)
         if reply is not None and not isinstance(reply, bytes):
             server.forward_udp(reply, addr, sock)
             continue
@@ -263,14 +278,15 @@ class _TCPClient(asyncio.Protocol):
         buffer += data
         replies = []
         used = 0
+        query_log, tally = server.query_log, server.tally
         while len(buffer) - used >= 2:
             length = buffer[used] << 8 | buffer[used + 1]
             if len(buffer) - used - 2 < length:
                 break
             query = bytes(buffer[used + 2 : used + 2 + length])
             used += 2 + length
-            started = time.perf_counter_ns()
-            reply = server.answer(query, True, self.client)
+            started = time.perf_counter_ns() if query_log is not None else 0
+            reply = server.answer(query, True, self.client, tally)
             if isinstance(reply, Forward | Chase):
                 task = asyncio.ensure_future(self._forward(reply))
                 self.pending.add(task)
@@ -278,8 +294,8 @@ class _TCPClient(asyncio.Protocol):
                 continue
             if reply is None:
                 continue
-            if server.query_log is not None:
-                server.query_log.put(self.peer, query, reply, "tcp", started)
+            if query_log is not None:
+                query_log.put(self.peer, query, reply, "tcp", started)
             replies.append(struct.pack("!H", len(reply)) + reply)
         if used:
             del buffer[:used]
@@ -291,7 +307,7 @@ class _TCPClient(asyncio.Protocol):
         started = time.perf_counter_ns()
         reply = await self.server.forward(todo, True)
         if self.server.query_log is not None and reply:
-            self.server.query_log.put(self.peer, todo.query, reply, "tcp", started)
+            self.server.query_log.put(self.peer, todo.query.wire, reply, "tcp", started)
         if reply and self.transport is not None and not self.transport.is_closing():
             self.transport.write(struct.pack("!H", len(reply)) + reply)
 
@@ -370,14 +386,18 @@ async def serve(
     sockets: Sockets | None = None,
     forwarder: Forwarder | None = None,
     query_log: QueryLog | None = None,
+    stats: Stats | None = None,
 ) -> AsyncIterator[DNSServer]:
-    """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits.
+    """Serve UDP and TCP on `sockets`, or on new ones bound to `host:port`, until the block exits,
+    counting answers in `stats` when given.
 
     UDP is answered by a thread of its own (see `_udp_loop`); TCP by the running event loop.
     """
     socks = sockets or bind(host, port)
     server = DNSServer(responder, socks.host, socks.port, forwarder=forwarder, loop=asyncio.get_running_loop())
     server.query_log = query_log
+    server.stats = stats
+    server.tally = Tally(stats) if stats is not None else None  # the event loop's, for TCP
     stop = threading.Event()
     udp_thread = threading.Thread(target=_udp_loop, args=(server, socks.udp, stop), name="udp", daemon=True)
     udp_thread.start()
@@ -411,7 +431,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             continue
         try:
             _die_with_parent()
-            stats = server.responder.stats
+            stats = server.stats
             if stats is not None:
                 stats.use_block(index + 1)
                 threading.Thread(target=stats.run_publisher, name="stats", daemon=True).start()

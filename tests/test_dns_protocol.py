@@ -35,9 +35,10 @@ from dns_helpers import (
 import clusterdns.respond
 import clusterdns.server
 from clusterdns.forward import Forwarder, Upstream
-from clusterdns.metrics import Stats, zone_labels
+from clusterdns.metrics import Stats, Tally, zone_labels
 from clusterdns.registry import Config
 from clusterdns.respond import Responder
+from clusterdns.server import DNSServer
 
 FILES = {
     "services.yaml": """
@@ -775,8 +776,10 @@ def test_truncated_forms_bounded(tmp_path: Path) -> None:
     write_files(zones, {"big.yaml": slice_of("big", 5, 100)})
     responder = Responder(load_zone(zones, Config()))
     for payload in range(513, 1233):
-        reply = responder.respond(make_query("big.default.svc.cluster.local.", "A", payload=payload).to_wire())
-        assert reply is not None and len(reply) <= payload and decode(reply).flags & dns.flags.TC
+        result = responder.respond(make_query("big.default.svc.cluster.local.", "A", payload=payload).to_wire())
+        assert isinstance(result, tuple)
+        reply = result[0]
+        assert len(reply) <= payload and decode(reply).flags & dns.flags.TC
     assert max(len(e.truncated) for e in responder.cache.values()) <= clusterdns.respond.TRUNCATED_FORMS
 
 
@@ -787,11 +790,13 @@ def test_answers_stay_counted_when_the_answer_cache_is_emptied(tmp_path: Path, m
     zones = tmp_path / "zones"
     zones.mkdir()
     stats = Stats(zone_labels("cluster.local"))
-    responder = Responder(load_zone(zones, Config()), stats)
+    server = DNSServer(Responder(load_zone(zones, Config())), stats=stats)
+    tally = Tally(stats)
     sent = 0
     for i in range(10):
         for _ in range(5):  # the first is a miss, the rest are answered from the cache entry
-            assert responder.respond(make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False).to_wire())
+            query = make_query(f"n{i}.default.svc.cluster.local.", "A", edns=False).to_wire()
+            assert server.answer(query, False, "127.0.0.1", tally)
             sent += 1
         assert sum(stats.totals()[: stats.requests]) == sent
 

@@ -10,12 +10,14 @@ from pathlib import Path
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import pytest
 from conftest import write_files
 from dns_helpers import CLUSTER, CLUSTER_CONFIG, check, load_zone, make_query
 from test_dns_records import RECORDS
 
-from clusterdns.respond import Chase, Forward, Recursion, Responder
+from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
+from clusterdns.respond import Chase, Forward, Recursion, Responder, Result
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,13 @@ def responder(tmp_path_factory: pytest.TempPathFactory) -> Responder:
     return Responder(load_zone(zones, CLUSTER_CONFIG))
 
 
+def reply_of(result: Result) -> object:
+    """The reply's bytes of a Reply (bytes, counter slot, how found); anything else as it is."""
+    return result[0] if isinstance(result, tuple) else result
+
+
 def answer(responder: Responder, qname: str, qtype: str, tcp: bool = False, client: str = "127.0.0.1") -> object:
-    return responder.respond(make_query(qname, qtype).to_wire(), tcp, client)
+    return reply_of(responder.respond(make_query(qname, qtype).to_wire(), tcp, client))
 
 
 @pytest.mark.parametrize(("qname", "qtype", "rcode", "answer_", "authority", "additional"), RECORDS)
@@ -88,7 +95,27 @@ def test_malformed_and_dropped(responder: Responder) -> None:
     query = make_query("my-nginx.default.svc.cluster.local.", "A").to_wire()
     assert responder.respond(query[:11]) is None
     assert responder.respond(query[:2] + bytes([query[2] | 0x80]) + query[3:]) is None
-    formerr = responder.respond(query[:12] + b"\x40" + query[13:])
+    formerr = reply_of(responder.respond(query[:12] + b"\x40" + query[13:]))
     assert isinstance(formerr, bytes) and formerr[3] & 0xF == dns.rcode.FORMERR
-    notimp = responder.respond(query[:2] + bytes([query[2] | 0x10]) + query[3:])
+    notimp = reply_of(responder.respond(query[:2] + bytes([query[2] | 0x10]) + query[3:]))
     assert isinstance(notimp, bytes) and notimp[3] & 0xF == dns.rcode.NOTIMP
+
+
+def test_what_the_server_counts(tmp_path: Path) -> None:
+    """Each reply comes with its request counter (zone, type, rcode) and how it was found: built on the first
+    question, from the raw bytes for a plain query after, read in full with EDNS; a header-only reply
+    counts under no zone."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    write_files(zones, CLUSTER)
+    responder = Responder(load_zone(zones, CLUSTER_CONFIG))
+    nginx = counter_slot(0, dns.rdatatype.A, dns.rcode.NOERROR)
+    plain = make_query("my-nginx.default.svc.cluster.local.", "A", edns=False).to_wire()
+    edns = make_query("MY-nginx.default.svc.cluster.local.", "A").to_wire()
+    assert [responder.respond(q)[1:] for q in (plain, plain, edns)] == [(nginx, BUILT), (nginx, CACHED), (nginx, READ)]
+    missing = make_query("nosuch.default.svc.cluster.local.", "AAAA", edns=False).to_wire()
+    assert responder.respond(missing)[1:] == (counter_slot(0, dns.rdatatype.AAAA, dns.rcode.NXDOMAIN), BUILT)
+    reverse = make_query("1.0.0.10.in-addr.arpa.", "PTR", edns=False).to_wire()
+    assert responder.respond(reverse)[1:] == (counter_slot(1, dns.rdatatype.PTR, dns.rcode.NOERROR), BUILT)
+    formerr = plain[:4] + b"\x00\x02" + plain[6:]
+    assert responder.respond(formerr)[1:] == (counter_slot(NO_ZONE, 0, dns.rcode.FORMERR), READ)
