@@ -291,7 +291,7 @@ class Daemon:
             server = f"dns://{self.server.host}:{self.server.port}"
             responder = self.server.responder
             entries = list(responder.cache.values())  # one C call, which the answering thread can't interleave
-            denial = sum(1 for e in entries if not e.answer.answer)
+            denial = sum(1 for e in entries if e.denial)
             out["coredns_cache_entries"] = (
                 "gauge",
                 "The number of elements in the cache.",

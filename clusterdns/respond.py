@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.message
 import dns.rcode
@@ -90,27 +90,42 @@ class Recursion:
 
 @dataclass(slots=True)
 class _Entry:
-    """One question's encoded answer: everything after the question, and header parts to patch."""
+    """One question's encoded answer: everything after the question, and header parts to patch. Small: a
+    snapshot holds up to CACHE_ENTRIES of them in every process (about 400 bytes each, key included)."""
 
-    answer: Answer
-    question: bytes  # lower-cased, as encoded
+    question: bytes  # lower-cased, as encoded: also the cache key
     heads: tuple[bytes, ...]  # header bytes 2-12 (flags, counts) for each (RD, CD): index RD | CD << 1
     counts_opt: bytes  # the counts with ARCOUNT + 1, for our OPT
     body: bytes  # the sections after the question
     size: int  # length of the whole message without OPT
     slot: int  # its request counter (metrics.counter_slot)
+    chase: str = ""  # the answer's CNAME target out of our zones, which upstream completes
     forward: bool = False  # ask upstream (when the client may recurse), else answer with this entry
-    truncated: dict[int, _Entry] = field(default_factory=dict)  # by byte limit
+    truncated: dict[int, _Entry] | None = None  # by byte limit, made when a client first needs one
+
+    @property
+    def denial(self) -> bool:
+        """No records in the answer section (NXDOMAIN, NODATA, REFUSED): ANCOUNT, in the header, is 0."""
+        return self.heads[0][4:6] == b"\0\0"
+
+
+# Header parts shared by every entry with the same flags and counts (a few hundred kinds), not kept per entry.
+_HEADS: dict[bytes, tuple[tuple[bytes, ...], bytes]] = {}
 
 
 def _entry(question: bytes, answer: Answer, slot: int, limit: int = TCP_LIMIT) -> _Entry:
     msg = encode(question, answer, limit)
     qend = 12 + len(question)
-    ar = struct.unpack_from("!H", msg, 10)[0]
-    f1, f2 = msg[2], msg[3]
-    heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
-    counts_opt = msg[4:10] + struct.pack("!H", ar + 1)
-    return _Entry(answer, question, heads, counts_opt, msg[qend:], len(msg), slot)
+    shared = _HEADS.get(msg[2:12])
+    if shared is None:
+        f1, f2 = msg[2], msg[3]
+        heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
+        ar = struct.unpack_from("!H", msg, 10)[0]
+        shared = (heads, msg[4:10] + struct.pack("!H", ar + 1))
+        if len(_HEADS) >= 4096:  # counts are small numbers: never reached by real answers
+            _HEADS.clear()
+        _HEADS[msg[2:12]] = shared
+    return _Entry(question, shared[0], shared[1], msg[qend:], len(msg), slot, answer.chase)
 
 
 class Responder:
@@ -141,9 +156,9 @@ class Responder:
     def _upstream(self, q: Query, entry: _Entry) -> Forward | Chase:
         """What the forwarder must do for a query whose entry needs upstream: forward the query, or complete
         our CNAME chain (answered here, from this snapshot, as over TCP) with its target's records."""
-        if not entry.answer.chase:
+        if not entry.chase:
             return Forward(q)
-        return Chase(q, self._reply(q, entry, True), entry.answer.chase)
+        return Chase(q, self._reply(q, entry, True), entry.chase)
 
     def _answer(self, query: bytes, tcp: bool, client: str) -> Result:
         """The full path: the query read once, the cache filled on a miss. Forward or Chase when the entry
@@ -172,19 +187,9 @@ class Responder:
         return query[0:2] + head + query[12:qend] + entry.body
 
     def _miss(self, key: bytes, name_length: int) -> _Entry:
-        qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
-        ours = True
-        labels: list[str] = []
-        if qclass != 1 or qtype in _ZONE_TRANSFER:
-            answer = REFUSED
-        else:
-            i = 0
-            while key[i]:
-                labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
-                i += key[i] + 1
-            answer = self.zone.lookup(tuple(labels), qtype) if labels else REFUSED
-            ours = answer is not REFUSED
-        slot = counter_slot(self.zone.zone_index(tuple(labels), answer), qtype, answer.rcode)
+        answer, ours, labels = self._lookup(key, name_length)
+        qtype = struct.unpack_from("!H", key, name_length + 1)[0]
+        slot = counter_slot(self.zone.zone_index(labels, answer), qtype, answer.rcode)
         entry = _entry(key, answer, slot)
         # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
         entry.forward = self.forwarding and (not ours or bool(answer.chase))
@@ -193,13 +198,36 @@ class Responder:
         self.cache[key] = entry
         return entry
 
+    def _lookup(self, key: bytes, name_length: int) -> tuple[Answer, bool, tuple[str, ...]]:
+        """The zone's answer to the question `key` (name, type, class as in the query), whether it is ours
+        to give (a class other than IN and zone transfers are refused here, never forwarded), and the name's
+        labels."""
+        qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
+        if qclass != 1 or qtype in _ZONE_TRANSFER:
+            return REFUSED, True, ()
+        labels: list[str] = []
+        i = 0
+        while key[i]:
+            labels.append(key[i + 1 : i + 1 + key[i]].decode("latin-1"))
+            i += key[i] + 1
+        if not labels:
+            return REFUSED, False, ()
+        answer = self.zone.lookup(tuple(labels), qtype)
+        return answer, answer is not REFUSED, tuple(labels)
+
     def _truncated(self, entry: _Entry, limit: int) -> _Entry:
-        small = entry.truncated.get(limit)
+        """The entry's answer cut to `limit` bytes: looked up again (rare: only clients with small buffers and
+        large answers need it), then kept beside the entry."""
+        forms = entry.truncated
+        if forms is None:
+            forms = entry.truncated = {}
+        small = forms.get(limit)
         if small is None:
-            small = _entry(entry.question, entry.answer, entry.slot, limit)
-            if len(entry.truncated) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
-                entry.truncated.clear()
-            entry.truncated[limit] = small
+            answer, _, _ = self._lookup(entry.question, len(entry.question) - 5)
+            small = _entry(entry.question, answer, entry.slot, limit)
+            if len(forms) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
+                forms.clear()
+            forms[limit] = small
         return small
 
 
