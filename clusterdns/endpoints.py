@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from clusterdns.model import (
     EXTERNAL_NAME,
@@ -28,8 +28,15 @@ from clusterdns.model import (
 )
 from clusterdns.problems import Problem
 
-if TYPE_CHECKING:
-    from clusterdns.registry import Registry
+
+class Previous(Protocol):
+    """What derive_endpoints reads of the previous snapshot (a Registry)."""
+
+    @property
+    def services(self) -> Mapping[tuple[str, str], Service]: ...
+
+    @property
+    def endpoints(self) -> Mapping[tuple[str, str], tuple[Endpoint, ...]]: ...
 
 
 def sort_slices(
@@ -78,7 +85,7 @@ def derive_endpoints(
     pods: Iterable[Pod],
     endpoints_objects: Sequence[EndpointsObject],
     slices: Sequence[EndpointSlice],
-    previous: Registry | None = None,
+    previous: Previous | None = None,
     changed: Set[str] = frozenset(),
     sliced: Set[tuple[str, str]] = frozenset(),
 ) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
@@ -92,8 +99,9 @@ def derive_endpoints(
     also takes the EndpointSlices labelled with it that the EndpointSlice controller does not manage
     (`sliced`: the Services that have such slices now or had them before).
 
-    Given the `previous` registry and the namespaces whose Pods `changed` since, a Service with a
-    selector that is the very object it was then, in an unchanged namespace, keeps its endpoints; so does
+    Given the `previous` snapshot (its Services and endpoints) and the namespaces whose Pods `changed`
+    since, a Service with a selector that is the very object it was then, in an unchanged namespace, keeps
+    its endpoints; so does
     any Service whose endpoints, derived again, equal those it had: the previous tuple itself is kept, so
     that what was built from it (the ruleset) can tell unchanged endpoints by identity.
     """
