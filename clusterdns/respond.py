@@ -170,7 +170,7 @@ class Responder:
         entry = self.cache.get(key)
         found = READ
         if entry is None:
-            entry, found = self._miss(key, q.qend - 17), BUILT
+            entry, found = self._miss(key), BUILT
         if entry.forward and self.recursion.allows(client):
             return self._upstream(q, entry)
         return self._reply(q, entry, tcp), entry.slot, found
@@ -186,9 +186,9 @@ class Responder:
             return query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + _OPT_RECORDS[q.do]
         return query[0:2] + head + query[12:qend] + entry.body
 
-    def _miss(self, key: bytes, name_length: int) -> _Entry:
-        answer, ours, labels = self._lookup(key, name_length)
-        qtype = struct.unpack_from("!H", key, name_length + 1)[0]
+    def _miss(self, key: bytes) -> _Entry:
+        qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
+        answer, ours, labels = self._lookup(key, qtype, qclass)
         slot = counter_slot(self.zone.zone_index(labels, answer), qtype, answer.rcode)
         entry = _entry(key, answer, slot)
         # Not ours, or ours but ending in a CNAME out of our zones: the server completes it upstream.
@@ -198,11 +198,10 @@ class Responder:
         self.cache[key] = entry
         return entry
 
-    def _lookup(self, key: bytes, name_length: int) -> tuple[Answer, bool, tuple[str, ...]]:
-        """The zone's answer to the question `key` (name, type, class as in the query), whether it is ours
-        to give (a class other than IN and zone transfers are refused here, never forwarded), and the name's
-        labels."""
-        qtype, qclass = struct.unpack_from("!HH", key, name_length + 1)
+    def _lookup(self, key: bytes, qtype: int, qclass: int) -> tuple[Answer, bool, tuple[str, ...]]:
+        """The zone's answer to the question `key` (name, type, class as in the query: the type and class
+        given), whether it is ours to give (a class other than IN and zone transfers are refused here, never
+        forwarded), and the name's labels."""
         if qclass != 1 or qtype in _ZONE_TRANSFER:
             return REFUSED, True, ()
         labels: list[str] = []
@@ -223,7 +222,8 @@ class Responder:
             forms = entry.truncated = {}
         small = forms.get(limit)
         if small is None:
-            answer, _, _ = self._lookup(entry.question, len(entry.question) - 5)
+            key = entry.question
+            answer, _, _ = self._lookup(key, *struct.unpack_from("!HH", key, len(key) - 4))
             small = _entry(entry.question, answer, entry.slot, limit)
             if len(forms) >= TRUNCATED_FORMS:  # clients can ask with any of 720 payload sizes
                 forms.clear()
