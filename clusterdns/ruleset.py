@@ -1,8 +1,10 @@
 """The data plane as the kernel runs it: registry -> the nftables ruleset of `table inet clusterdns`.
 
 Does no I/O: `rules` builds the whole desired ruleset from a registry, and `script` writes the one
-`nft -f` transaction that turns the last applied ruleset into it (proxy.py runs it). The layout follows
-kube-proxy's nftables mode (pkg/proxy/nftables), in one `inet` table instead of an `ip` and an `ip6` one:
+`nft -f` transaction that turns the last applied ruleset into it (proxy.py runs it); a first load can be
+written in stages instead (`table_stage`, `services_stage`, `hooks_stage`), which nft reads side by side.
+The layout follows kube-proxy's nftables mode (pkg/proxy/nftables), in one `inet` table instead of an `ip`
+and an `ip6` one:
 
 - a verdict map from destination address, protocol and port to what picks the endpoint
   (`service-ips`, `service-ips6`; node ports in `service-nodeports`, `service-nodeports6`);
@@ -210,11 +212,15 @@ class Ruleset:
         return out
 
 
-def rules(registry: Registry, node: Node, previous: Ruleset | None = None) -> Ruleset:
-    """The ruleset that makes every Service of `registry` connect, reusing `previous` where it can."""
+def rules(
+    registry: Registry, node: Node, previous: Ruleset | None = None, keys: Iterable[tuple[str, str]] | None = None
+) -> Ruleset:
+    """The ruleset that makes every Service of `registry` connect (or those of `keys`: a share of the
+    Services, for a load in stages), reusing `previous` where it can."""
     before = previous.services if previous is not None and previous.node == node else {}
     out: dict[tuple[str, str], ServiceRules] = {}
-    for key, svc in registry.services.items():
+    for key in registry.services if keys is None else keys:
+        svc = registry.services[key]
         if not svc.has_cluster_ip:  # headless and ExternalName Services have nothing to forward
             continue
         endpoints = registry.endpoints.get(key, ())
@@ -410,29 +416,65 @@ class _Share:
 
 
 def _whole(new: Ruleset) -> str:
-    """The whole table. Elements are gathered in lists, not merged by key as `_Share` does for a diff:
-    only endpoint IPs can repeat, and at 10,000 Services merging cost 35 ms of a first sync."""
+    """The whole table as one transaction: the stages of a first load (see `table_stage`), in one text."""
+    return table_stage(new.node) + hooks_stage() + services_stage(new.services.values())
+
+
+# A first load can also be written in stages, as transactions run one after the other or side by side:
+# nft spends about 15-20 us reading each element, so a table of 10,000 Services (90,000 elements) takes it
+# about a second, and several nft processes read shares of the Services at once in that time divided by
+# the cores. The table comes first (`table_stage`: its maps and sets, every chain but the hooked ones, the
+# node's elements), then the Services' shares (`services_stage`), and last the hooked chains
+# (`hooks_stage`). Until that last transaction no packet passes through the table, so connections see it
+# whole or not at all, as with one transaction.
+_HOOKED = {name: lines for name, lines in BASE_CHAINS.items() if lines[0].startswith("type ")}
+
+
+def table_stage(node: Node) -> str:
+    """The table, replacing any before it, without its hooked chains and Services: the first stage."""
     out = [f"add table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{"]
     out.extend(f"\t{decl}" for decl in COLLECTIONS.values())
-    chains: dict[str, tuple[str, ...]] = {**BASE_CHAINS, **PICK_CHAINS}
-    items: dict[str, list[str]] = {c: list(els.values()) for c, els in new.node_elements().items()}
-    for rules_ in new.services.values():
+    for name, lines in (*BASE_CHAINS.items(), *PICK_CHAINS.items()):
+        if name not in _HOOKED:
+            out.extend(_chain(name, lines))
+    out.append("}")
+    out.extend(_elements("add", {c: list(els.values()) for c, els in Ruleset(node).node_elements().items()}))
+    return _text(out)
+
+
+def hooks_stage() -> str:
+    """The hooked chains, which turn the table on: the last stage."""
+    return _text([f"table {TABLE} {{", *(line for n, lines in _HOOKED.items() for line in _chain(n, lines)), "}"])
+
+
+def services_stage(services: Iterable[ServiceRules]) -> str:
+    """Some Services' chains, affinity sets and elements: a stage after the table's, before the hooks'.
+    Elements are gathered in lists, not merged by key as `_Share` does for a diff: only endpoint IPs can
+    repeat, and at 10,000 Services merging cost 35 ms of a first load."""
+    declared: list[str] = []
+    chains: dict[str, tuple[str, ...]] = {}
+    items: dict[str, list[str]] = {}
+    for rules_ in services:
         if rules_.chains:
             chains.update(rules_.chains)
-            out.extend(f"\t{decl}" for decl in rules_.sets.values())
+            declared.extend(f"\t{decl}" for decl in rules_.sets.values())
         for collection, elements in rules_.elements.items():
             listed = items.get(collection)
             if listed is None:
                 listed = items[collection] = []
             listed.extend(elements.values())
-    for name, lines in chains.items():
-        out.extend(_chain(name, lines))
-    out.append("}")
-    for collection in SHARED:  # an endpoint of several Services, once
+    out = []
+    if chains:  # the affinity sets before the chains that use them
+        out = [f"table {TABLE} {{", *declared, *(line for n, lines in chains.items() for line in _chain(n, lines)), "}"]
+    for collection in SHARED:  # an endpoint of several Services, once (one another stage added is no error)
         if collection in items:
             items[collection] = list(dict.fromkeys(items[collection]))
     out.extend(_elements("add", dict(sorted(items.items()))))
-    return "\n".join(out) + "\n"
+    return _text(out)
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _chain(name: str, lines: Iterable[str]) -> list[str]:

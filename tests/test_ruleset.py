@@ -10,13 +10,25 @@ import os
 import random
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from clusterdns.registry import Config, Registry
-from clusterdns.ruleset import PICK_CHAINS, PICKS, Node, Ruleset, ServiceRules, rules, script
+from clusterdns.ruleset import (
+    PICK_CHAINS,
+    PICKS,
+    Node,
+    Ruleset,
+    ServiceRules,
+    hooks_stage,
+    rules,
+    script,
+    services_stage,
+    table_stage,
+)
 
 if TYPE_CHECKING:
     from conftest import Load, WriteZones
@@ -442,3 +454,28 @@ def test_transactions_agree_with_a_whole_table(kernel: str, tmp_path: Path, load
         nft(kernel, script(None, current))
         assert table(kernel) == incremental, f"step {step}"
         previous = current
+
+
+def test_a_load_in_stages_agrees_with_a_whole_table(kernel: str, tmp_path: Path, load: Load) -> None:
+    """A first load written in stages (the table, three shares of the Services read by nft processes at
+    once, the hooks) leaves the table the one whole transaction leaves; no stage but the last one hooks a
+    chain, so no packet meets the table before it is complete."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    for name, text in ZONE_FILES.items():
+        (zones / f"{name}.yaml").write_text(text)
+    registry = load(zones, state=tmp_path / "state")
+    keys = list(registry.services)
+    shares = [rules(registry, NODE, keys=keys[i::3]) for i in range(3)]
+    assert sorted(k for s in shares for k in s.services) == sorted(rules(registry, NODE).services)
+    stages = [table_stage(NODE), *(services_stage(s.services.values()) for s in shares)]
+    assert not any("hook" in text for text in stages)
+    nft(kernel, stages[0])
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda text: nft(kernel, text), stages[1:]))
+    assert all("hook" not in json.dumps(item) for item in table(kernel))
+    nft(kernel, hooks_stage())
+    staged = table(kernel)
+    nft(kernel, script(None, rules(registry, NODE)))
+    assert staged == table(kernel)
+    assert sum('"hook"' in item for item in staged) == 7  # every hooked chain is there

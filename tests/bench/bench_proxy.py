@@ -11,7 +11,8 @@ Two parts, in one run:
    masquerading cost.
 2. Applying rules: a generated cluster of N Services, each selecting `--replicas` Pods of a Deployment, one
    application per file, in a fresh namespace: the first sync (ruleset built, the whole table written in
-   one `nft -f`, every service address claimed with `ip -batch`), then `--changes` one-Service changes (a
+   stages, the Services' shares read by nft processes at once, every service address claimed with
+   `ip -batch`), then `--changes` one-Service changes (a
    Deployment scaled), each a reload's sync: the ruleset rebuilt (unchanged Services reused), the
    transaction of differences, the addresses. Each figure is split into building (Python) and applying
    (nft and ip).
@@ -193,13 +194,13 @@ def http_part(tmp: str, seconds: int) -> None:
                 ],
                 env=dict(os.environ, PYTHONPATH=ROOT),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "serve.log"), "w"),  # noqa: SIM115 (closed with the process)
             )
             procs.append(server)  # type: ignore[arg-type]
             deadline = time.monotonic() + 30
             while sh("ip", "netns", "exec", node, "curl", "-sf", "http://127.0.0.1:9153/ready", check=False).returncode:
                 if time.monotonic() > deadline:
-                    sys.exit("clusterdns --proxy did not become ready")
+                    sys.exit("clusterdns --proxy did not become ready:\n" + open(os.path.join(tmp, "serve.log")).read())
                 time.sleep(0.1)
             while sh("ip", "netns", "exec", client, "curl", "-sf", f"http://{POD_IP}/", check=False).returncode:
                 if time.monotonic() > deadline:
