@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
@@ -200,7 +201,7 @@ def http_part(tmp: str, seconds: int) -> None:
             deadline = time.monotonic() + 30
             while sh("ip", "netns", "exec", node, "curl", "-sf", "http://127.0.0.1:9153/ready", check=False).returncode:
                 if time.monotonic() > deadline:
-                    sys.exit("clusterdns --proxy did not become ready:\n" + open(os.path.join(tmp, "serve.log")).read())
+                    sys.exit("clusterdns --proxy did not become ready:\n" + Path(tmp, "serve.log").read_text())
                 time.sleep(0.1)
             while sh("ip", "netns", "exec", client, "curl", "-sf", f"http://{POD_IP}/", check=False).returncode:
                 if time.monotonic() > deadline:
