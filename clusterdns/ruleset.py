@@ -237,6 +237,39 @@ def _same_service(a: object, b: Service) -> bool:
     return a is b or a == b
 
 
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """The names service_rules writes for one IP family: its maps and sets, and its pick chains' verdicts."""
+
+    f: str  # "" or "6", as in the names
+    service_ips: str
+    cluster_ips: str
+    no_endpoints: str
+    endpoint_ips: str
+    endpoints: str
+    nodeport_endpoints: str
+    nodeports: str
+    picks: tuple[tuple[str, str, str], ...]  # [n]: the verdicts to the pick chains of n, by PICK_KINDS
+
+
+_FAMILIES = {
+    f: _Family(
+        f,
+        f"service-ips{f}",
+        f"cluster-ips{f}",
+        f"no-endpoint-services{f}",
+        f"endpoint-ips{f}",
+        f"service-endpoints{f}",
+        f"nodeport-endpoints{f}",
+        f"service-nodeports{f}",
+        tuple(
+            (f"goto pick{f}-{n}", f"goto external-pick{f}-{n}", f"goto nodeport-pick{f}-{n}") for n in range(PICKS + 1)
+        ),
+    )
+    for f in ("", "6")
+}
+
+
 def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> ServiceRules:
     """The map elements (and where needed chains) of one Service: per service port and IP family."""
     chains: dict[str, tuple[str, ...]] = {}
@@ -245,37 +278,39 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
     addresses: list[str] = []
     ingress = [a for a in svc.load_balancer_ingress if is_ip(a)] if svc.load_balancer_ingress else []
     for cluster_ip in svc.cluster_ips:
-        f = "6" if ":" in cluster_ip else ""
+        v6 = ":" in cluster_ip
+        names = _FAMILIES["6" if v6 else ""]
+        f = names.f
         if svc.external_ips or ingress:
-            family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == bool(f)]
+            family = [a for a in (cluster_ip, *svc.external_ips, *ingress) if (":" in a) == v6]
         else:
             family = [cluster_ip]
         external = family[1:]
         addresses.extend(family)
         # the Service's elements of each map, as written: "key : value", or "key" in a set
-        ips = elements.setdefault(f"service-ips{f}", {})
-        elements.setdefault(f"cluster-ips{f}", {})[cluster_ip] = cluster_ip
+        ips = elements.setdefault(names.service_ips, {})
+        elements.setdefault(names.cluster_ips, {})[cluster_ip] = cluster_ip
         for port in svc.ports:
-            targets = _targets(svc, port, endpoints, node, bool(f))
+            targets = _targets(svc, port, endpoints, node, v6)
             proto = port.protocol.lower()
             service_port = f"{proto} . {port.port}"
             node_port = f"{proto} . {port.node_port}" if port.node_port else ""
             if not targets:
-                rejects = elements.setdefault(f"no-endpoint-services{f}", {})
+                rejects = elements.setdefault(names.no_endpoints, {})
                 for address in family:
                     key = f"{address} . {service_port}"
                     rejects[key] = f"{key} : {REJECT}"
                 if node_port:
                     elements.setdefault("no-endpoint-nodeports", {})[node_port] = f"{node_port} : {REJECT}"
                 continue
-            endpoint_ips = elements.setdefault(f"endpoint-ips{f}", {})
+            endpoint_ips = elements.setdefault(names.endpoint_ips, {})
             for ip, _ in targets:
                 endpoint_ips[ip] = ip
             n = len(targets)
             if svc.session_affinity == "ClientIP" or n > PICKS:
                 suffix = f"{f}-{svc.namespace}/{svc.name}/{proto}/{port.name or port.port}"
                 service_chain = f"service{suffix}"
-                chains[service_chain] = _service_chain(port, targets, svc, bool(f), sets, suffix)
+                chains[service_chain] = _service_chain(port, targets, svc, v6, sets, suffix)
                 to_service = to_external = f"goto {service_chain}"
                 if external or node_port:
                     chains[f"external{suffix}"] = ("jump mark-for-masquerade", to_service)
@@ -283,14 +318,15 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
                 to_node_port = to_external
             else:
                 values = [f"{ip} . {target}" for ip, target in targets]
-                picks = elements.setdefault(f"service-endpoints{f}", {})
+                picks = elements.setdefault(names.endpoints, {})
                 for address in family:
+                    start = f"{address} . {service_port} . "
                     for k, value in enumerate(values):
-                        key = f"{address} . {service_port} . {k}"
+                        key = f"{start}{k}"
                         picks[key] = f"{key} : {value}"
-                to_service, to_external, to_node_port = (f"goto {kind}pick{f}-{n}" for kind in PICK_KINDS)
+                to_service, to_external, to_node_port = names.picks[n]
                 if node_port:
-                    picks = elements.setdefault(f"nodeport-endpoints{f}", {})
+                    picks = elements.setdefault(names.nodeport_endpoints, {})
                     for k, value in enumerate(values):
                         key = f"{node_port} . {k}"
                         picks[key] = f"{key} : {value}"
@@ -300,9 +336,9 @@ def service_rules(svc: Service, endpoints: Sequence[Endpoint], node: Node) -> Se
                 key = f"{address} . {service_port}"
                 ips[key] = f"{key} : {to_external}"
             if node_port:
-                elements.setdefault(f"service-nodeports{f}", {})[node_port] = f"{node_port} : {to_node_port}"
-    for collection in [c for c, items in elements.items() if not items]:
-        del elements[collection]
+                elements.setdefault(names.nodeports, {})[node_port] = f"{node_port} : {to_node_port}"
+    if not all(elements.values()):
+        elements = {c: items for c, items in elements.items() if items}
     return ServiceRules(chains, elements, sets, tuple(dict.fromkeys(addresses)), (svc, endpoints))
 
 
@@ -314,11 +350,12 @@ def _targets(
     if svc.key == KUBE_DNS and port.port == 53 and port.protocol in ("UDP", "TCP") and node.dns is not None:
         return [node.dns] if (":" in node.dns[0]) == v6 else []  # clusterdns is the cluster's DNS
     out: set[tuple[str, int]] = set()
+    name, protocol, any_ready = port.name, port.protocol, svc.publish_not_ready_addresses
     for ep in endpoints:
-        if (":" in ep.ip) != v6 or not (ep.ready or svc.publish_not_ready_addresses):
+        if (":" in ep.ip) != v6 or not (ep.ready or any_ready):
             continue
         for p in ep.ports:
-            if p.name == port.name and p.protocol == port.protocol:
+            if p.name == name and p.protocol == protocol:
                 out.add((ep.ip, p.port))
     return sorted(out)  # any fixed order: the same endpoints keep their places in the endpoints map
 
