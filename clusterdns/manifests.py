@@ -69,6 +69,8 @@ from clusterdns.model import (
     ServicePort,
     Source,
     Workload,
+    families_of,
+    shared_families,
 )
 from clusterdns.problems import FileResult, ManifestError, Path, Problem, format_path, type_name
 
@@ -177,12 +179,17 @@ def _shift(problem: Problem, offset: int) -> Problem:
     )
 
 
+# What an absent mapping reads as: one dict, never mutated, rather than a new empty dict per object (a
+# Service without labels or annotations would hold two).
+_NO_MAP: dict[str, Any] = {}
+
+
 def _map(d: Mapping[str, Any], key: str, path: Path, required: bool = False) -> dict[str, Any]:
     value = d.get(key)
     if value is None:
         if required:
             raise ManifestError((*path, key), "required field is missing")
-        return {}
+        return _NO_MAP
     if not isinstance(value, dict):
         raise ManifestError((*path, key), f"must be a mapping, got {type_name(value)}")
     return value
@@ -270,11 +277,29 @@ def _port_number(d: Mapping[str, Any], key: str, path: Path, required: bool = Tr
     return value
 
 
+_PROTOCOLS = {p: p for p in PROTOCOLS}
+
+
 def _protocol(d: Mapping[str, Any], path: Path) -> str:
+    """The protocol, as the one shared string of its name."""
     protocol = _str(d, "protocol", path, default="TCP")
-    if protocol not in PROTOCOLS:
+    shared = _PROTOCOLS.get(protocol)
+    if shared is None:
         raise ManifestError((*path, "protocol"), f"must be one of TCP, UDP, SCTP, got {protocol!r}")
-    return protocol
+    return shared
+
+
+# Strings that many objects repeat (namespaces), one object each; emptied when it grows large.
+_STRINGS: dict[str, str] = {}
+
+
+def _shared(text: str) -> str:
+    found = _STRINGS.get(text)
+    if found is None:
+        if len(_STRINGS) >= 50_000:
+            _STRINGS.clear()
+        found = _STRINGS[text] = text
+    return found
 
 
 def _ip(value: Any, path: Path) -> str:
@@ -305,6 +330,7 @@ def parse_object(data: Any, source: Source | None = None) -> Object | None:
     else:
         namespace = _str(meta, "namespace", ("metadata",)) or "default"
         _check(("metadata", "namespace"), dns1123_label_error(namespace))
+        namespace = _shared(namespace)
     obj: Object = _PARSERS[kind](data, meta, namespace, name, source)
     return obj
 
@@ -338,15 +364,18 @@ def parse_cidr(value: Any, path: Path) -> str:
         raise ManifestError(path, f"must be a CIDR such as 10.0.0.0/16, got {value!r} ({exc})") from None
 
 
+_SERVICE_TYPES = {t: t for t in SERVICE_TYPES}
+
+
 def _parse_service(
     data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
 ) -> Service:
     _check(("metadata", "name"), dns1035_label_error(name))
     spec = _map(data, "spec", (), required=True)
     sp: Path = ("spec",)
-    type_ = _str(spec, "type", sp, default=CLUSTER_IP)
-    if type_ not in SERVICE_TYPES:
-        raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {type_!r}")
+    type_ = _SERVICE_TYPES.get(_str(spec, "type", sp, default=CLUSTER_IP), "")
+    if not type_:
+        raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {spec['type']!r}")
     external_name = ""
     if type_ == EXTERNAL_NAME:
         external_name = _str(spec, "externalName", sp, required=True)
@@ -427,7 +456,12 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
     return False, tuple(ips)
 
 
+_POLICIES = {p: p for p in ("SingleStack", "PreferDualStack", "RequireDualStack")}
+
+
 def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """(ipFamilies, ipFamilyPolicy), with the API server's defaults: without ipFamilies, the families of the
+    cluster IPs it states (the registry gives a Service no other order), and a policy for their number."""
     sp: Path = ("spec",)
     families = []
     for i, v in enumerate(_list(spec, "ipFamilies", sp)):
@@ -437,11 +471,13 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
             raise ManifestError(("spec", "ipFamilies", i), f"duplicate family {v}")
         families.append(v)
     policy = _str(spec, "ipFamilyPolicy", sp)
-    if policy and policy not in ("SingleStack", "PreferDualStack", "RequireDualStack"):
-        raise ManifestError(
-            ("spec", "ipFamilyPolicy"),
-            f"must be SingleStack, PreferDualStack or RequireDualStack, got {policy!r}",
-        )
+    if policy:
+        policy = _POLICIES.get(policy, "")
+        if not policy:
+            raise ManifestError(
+                ("spec", "ipFamilyPolicy"),
+                f"must be SingleStack, PreferDualStack or RequireDualStack, got {spec['ipFamilyPolicy']!r}",
+            )
     if not policy:
         policy = "RequireDualStack" if len(families) == 2 or len(cluster_ips) == 2 else "SingleStack"
     if policy == "SingleStack" and (len(families) > 1 or len(cluster_ips) > 1):
@@ -452,11 +488,15 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
             raise ManifestError(
                 ("spec", "ipFamilies", i), f"must match clusterIPs[{i}] ({ip} is {fam}), got {families[i]}"
             )
-    return tuple(families), policy
+    return shared_families(tuple(families)) if families else families_of(cluster_ips), policy
+
+
+# Services' ports by their fields: most Services of a zone have one of a few port lists, which they share.
+_PORTS: dict[tuple[tuple[str, int, str, int | str, int | None], ...], tuple[ServicePort, ...]] = {}
 
 
 def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
-    ports: list[ServicePort] = []
+    ports: list[tuple[str, int, str, int | str, int | None]] = []
     seen_names: set[str] = set()
     seen_ports: set[tuple[int, str]] = set()
     items = list(_items(spec, "ports", ("spec",)))
@@ -493,8 +533,14 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
                 raise ManifestError((*p, "nodePort"), f"may not be used when type is {type_}")
         else:
             node_port = None
-        ports.append(ServicePort(name, port, protocol, target, node_port))
-    return tuple(ports)
+        ports.append((name, port, protocol, target, node_port))
+    key = tuple(ports)
+    found = _PORTS.get(key)
+    if found is None:
+        if len(_PORTS) >= 20_000:
+            _PORTS.clear()
+        found = _PORTS[key] = tuple([ServicePort(*fields) for fields in ports])
+    return found
 
 
 def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None) -> Pod:

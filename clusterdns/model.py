@@ -117,7 +117,7 @@ class Service:
     selector: Mapping[str, str] | None = None  # None: endpoints come from Endpoints / EndpointSlices
     headless: bool = False  # clusterIP: None
     cluster_ips: tuple[str, ...] = ()  # requested (may be empty) or allocated; primary first
-    ip_families: tuple[str, ...] = ()  # "IPv4" / "IPv6", as requested
+    ip_families: tuple[str, ...] = ()  # "IPv4" / "IPv6", as requested or as the clusterIPs imply
     ip_family_policy: str = "SingleStack"
     external_name: str = ""
     external_ips: tuple[str, ...] = ()
