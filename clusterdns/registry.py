@@ -236,7 +236,7 @@ class _PodClaims:
 
     __slots__ = ("claims", "final", "pod")
 
-    def __init__(self, pod: Pod, claims: list[Claim]) -> None:
+    def __init__(self, pod: Pod, claims: tuple[Claim, ...]) -> None:
         self.pod = pod  # kept alive, so that its id() is not reused
         self.claims = claims
         self.final: Pod | None = None
@@ -424,7 +424,7 @@ def _unchanged_since(
     if previous is None:
         return None, set()
     before = previous.pods
-    changed = {ns for (ns, name), pod in pods.items() if before.get((ns, name)) is not pod}
+    changed = {key[0] for key, pod in pods.items() if before.get(key) is not pod}
     changed.update(ns for ns, name in before.keys() - pods.keys())
     return previous, changed
 
@@ -459,7 +459,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     families = [(v, f" IPv{v}", spaces[v]) for v in versions]
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
-    owners: list[_PodClaims] = []  # each Pod that takes pod-network IPs, with its claims
+    owners: list[tuple[tuple[str, str], _PodClaims]] = []  # each Pod that takes pod-network IPs, with its claims
     remembered, memo = b.memo.pods, {}
     for pod in pods:
         key = (pod.namespace, pod.name)
@@ -481,30 +481,33 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
                     if wish is None:
                         continue
                 own.append((base + suffix, space, wish))
-            mine = _PodClaims(pod, own)
+            mine = _PodClaims(pod, tuple(own))
         memo[id(pod)] = mine
         claims.extend(mine.claims)
-        owners.append(mine)
+        owners.append((key, mine))
     b.memo.pods = memo
     results, entries = b.store.allocate({"pod-ip": claims}, b.now)
     got_ips = results["pod-ip"]
     out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips and not pod.owner}
-    for mine in owners:
+    for key, mine in owners:
         pod = mine.pod
-        ips: list[str] = []
-        refused = False
-        for owner, _, _ in mine.claims:
-            got = got_ips[owner]
-            if isinstance(got, Refusal):
-                b.problem(pod, ("status", "podIP"), got.message)
-                refused = True
-            else:
-                ips.append(got)
-        if refused:
-            continue
-        if pod.ips and not pod.owner:  # keep the declared order
-            ips = [ip for ip in pod.ips if ip in ips] or ips
-        given = tuple(ips)
+        if len(mine.claims) == 1 and isinstance(got := got_ips[mine.claims[0][0]], str):  # most Pods
+            given: tuple[str, ...] = (got,)
+        else:
+            ips: list[str] = []
+            refused = False
+            for owner, _, _ in mine.claims:
+                got = got_ips[owner]
+                if isinstance(got, Refusal):
+                    b.problem(pod, ("status", "podIP"), got.message)
+                    refused = True
+                else:
+                    ips.append(got)
+            if refused:
+                continue
+            if pod.ips and not pod.owner:  # keep the declared order
+                ips = [ip for ip in pod.ips if ip in ips] or ips
+            given = tuple(ips)
         if pod.ips == given:  # as stated, or a generated Pod given the same IPs again
             final = pod
         elif mine.final is not None and mine.final.ips == given:  # as in the previous build
@@ -512,7 +515,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
         else:  # a new Pod with the IPs: the parsed one may be shared with its file's cache or an older snapshot
             final = _pod_with_ips(pod, given)
         mine.final = final
-        out[(pod.namespace, pod.name)] = final
+        out[key] = final
     return out, entries["pod-ip"]
 
 
