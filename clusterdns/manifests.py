@@ -289,17 +289,9 @@ def _protocol(d: Mapping[str, Any], path: Path) -> str:
     return shared
 
 
-# Strings that many objects repeat (namespaces), one object each; emptied when it grows large.
-_STRINGS: dict[str, str] = {}
-
-
-def _shared(text: str) -> str:
-    found = _STRINGS.get(text)
-    if found is None:
-        if len(_STRINGS) >= 50_000:
-            _STRINGS.clear()
-        found = _STRINGS[text] = text
-    return found
+# Namespace names already validated, each one string that every object of the namespace shares (not
+# one string per manifest); emptied when it grows large.
+_NAMESPACES: dict[str, str] = {}
 
 
 def _ip(value: Any, path: Path) -> str:
@@ -329,8 +321,13 @@ def parse_object(data: Any, source: Source | None = None) -> Object | None:
         namespace = ""
     else:
         namespace = _str(meta, "namespace", ("metadata",)) or "default"
-        _check(("metadata", "namespace"), dns1123_label_error(namespace))
-        namespace = _shared(namespace)
+        known = _NAMESPACES.get(namespace)
+        if known is None:
+            _check(("metadata", "namespace"), dns1123_label_error(namespace))
+            if len(_NAMESPACES) >= 50_000:
+                _NAMESPACES.clear()
+            known = _NAMESPACES[namespace] = namespace
+        namespace = known
     obj: Object = _PARSERS[kind](data, meta, namespace, name, source)
     return obj
 
@@ -383,15 +380,19 @@ def _parse_service(
     headless, cluster_ips = _cluster_ips(spec, type_)
     families, policy = _ip_families(spec, cluster_ips)
     ports = _service_ports(spec, type_, required=not headless and type_ != EXTERNAL_NAME)
-    selector = _labels(spec, "selector", sp) or None
-    external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
+    # Fields a Service seldom has are only looked into when present (most Services: none of them).
+    selector = (_labels(spec, "selector", sp) or None) if spec.get("selector") is not None else None
+    external_ips: tuple[str, ...] = ()
+    if spec.get("externalIPs") is not None:
+        external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
     ingress: list[str] = []
-    status = _map(data, "status", ())
-    for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
-        if item.get("ip") is not None:
-            ingress.append(_ip(item["ip"], (*p, "ip")))
-        elif hostname := _str(item, "hostname", p):
-            ingress.append(hostname)
+    if data.get("status") is not None:
+        status = _map(data, "status", ())
+        for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
+            if item.get("ip") is not None:
+                ingress.append(_ip(item["ip"], (*p, "ip")))
+            elif hostname := _str(item, "hostname", p):
+                ingress.append(hostname)
     affinity = _str(spec, "sessionAffinity", sp, default="None")
     if affinity not in ("None", "ClientIP"):
         raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
@@ -418,8 +419,8 @@ def _parse_service(
         publish_not_ready_addresses=_bool(spec, "publishNotReadyAddresses", sp, False),
         session_affinity=affinity,
         session_affinity_timeout=timeout,
-        labels=_labels(meta, "labels", ("metadata",)),
-        annotations=_str_map(meta, "annotations", ("metadata",)),
+        labels=_labels(meta, "labels", ("metadata",)) if meta.get("labels") is not None else _NO_MAP,
+        annotations=_str_map(meta, "annotations", ("metadata",)) if meta.get("annotations") is not None else _NO_MAP,
         source=source,
     )
 
@@ -491,12 +492,27 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
     return shared_families(tuple(families)) if families else families_of(cluster_ips), policy
 
 
-# Services' ports by their fields: most Services of a zone have one of a few port lists, which they share.
-_PORTS: dict[tuple[tuple[str, int, str, int | str, int | None], ...], tuple[ServicePort, ...]] = {}
+# Services' ports by their data (marshalled, with the type and whether ports are required): most
+# Services of a zone have one of a few port lists, which they share, parsed once; errors are not kept.
+_PORTS: dict[tuple[str, bool, bytes], tuple[ServicePort, ...]] = {}
 
 
 def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
-    ports: list[tuple[str, int, str, int | str, int | None]] = []
+    try:
+        key = (type_, required, marshal.dumps(spec.get("ports"), 2))  # version 2: equal data, equal bytes
+    except ValueError:  # a YAML timestamp, say
+        return _parse_service_ports(spec, type_, required)
+    found = _PORTS.get(key)
+    if found is None:
+        found = _parse_service_ports(spec, type_, required)
+        if len(_PORTS) >= 20_000:
+            _PORTS.clear()
+        _PORTS[key] = found
+    return found
+
+
+def _parse_service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
+    ports: list[ServicePort] = []
     seen_names: set[str] = set()
     seen_ports: set[tuple[int, str]] = set()
     items = list(_items(spec, "ports", ("spec",)))
@@ -533,14 +549,8 @@ def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[Se
                 raise ManifestError((*p, "nodePort"), f"may not be used when type is {type_}")
         else:
             node_port = None
-        ports.append((name, port, protocol, target, node_port))
-    key = tuple(ports)
-    found = _PORTS.get(key)
-    if found is None:
-        if len(_PORTS) >= 20_000:
-            _PORTS.clear()
-        found = _PORTS[key] = tuple([ServicePort(*fields) for fields in ports])
-    return found
+        ports.append(ServicePort(name, port, protocol, target, node_port))
+    return tuple(ports)
 
 
 def _parse_pod(data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None) -> Pod:
