@@ -212,23 +212,28 @@ class Memo:
 
 class _ServiceClaims:
     """One parsed Service's claims and, once allocated, the Service it became (the parsed one itself when
-    it was given what it states). Kept for every Service between loads, so kept small: tuples, and most
-    Services' node-port and load-balancer claims are the one empty tuple."""
+    it was given what it states). Kept for every Service between loads, so kept small: the primary
+    cluster IP's claim on its own, and most Services' other claims are the one empty tuple."""
 
-    __slots__ = ("final", "ip_claims", "lb_claims", "parsed", "port_claims")
+    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "port_claims")
 
     def __init__(
         self,
         parsed: Service,
-        ip_claims: tuple[Claim, ...],
+        ip_claims: Sequence[Claim],
         port_claims: tuple[Claim, ...],
         lb_claims: tuple[Claim, ...],
     ) -> None:
         self.parsed = parsed
-        self.ip_claims = ip_claims
+        self.ip_claim = ip_claims[0]  # a Service has one cluster IP per family, at least one
+        self.more_ip_claims = tuple(ip_claims[1:]) if len(ip_claims) > 1 else ()  # a dual-stack Service's second
         self.port_claims = port_claims
         self.lb_claims = lb_claims
         self.final: Service | None = None
+
+    @property
+    def ip_claims(self) -> tuple[Claim, ...]:
+        return (self.ip_claim, *self.more_ip_claims)
 
 
 class _PodClaims:
@@ -325,7 +330,9 @@ def build(
         if mine is None:
             continue
         claims[key] = mine
-        ip_claims.extend(mine.ip_claims)
+        ip_claims.append(mine.ip_claim)
+        if mine.more_ip_claims:
+            ip_claims.extend(mine.more_ip_claims)
         if mine.port_claims:
             port_claims.extend(mine.port_claims)
         if mine.lb_claims:
@@ -631,11 +638,9 @@ def _claims_of(
     base = f"{svc.namespace}/{svc.name} "
     wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
-        ip_claims: tuple[Claim, ...] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
+        ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
-        ip_claims = tuple(
-            [(base + f, ip_spaces[f], wishes[i] if i < len(wishes) else None) for i, f in enumerate(families)]
-        )
+        ip_claims = [(base + f, ip_spaces[f], wishes[i] if i < len(wishes) else None) for i, f in enumerate(families)]
     port_claims: tuple[Claim, ...] = ()
     if svc.type in NODE_PORT_TYPES:
         port_claims = tuple(
@@ -669,12 +674,14 @@ def _apply_service_allocations(
                 out[key] = svc
             continue
         refused = False
-        if len(mine.ip_claims) == 1:  # most Services
-            got = ips[mine.ip_claims[0][0]]
+        if not mine.more_ip_claims:  # most Services
+            got = ips[mine.ip_claim[0]]
             cluster_ips: tuple[str, ...] = (got,) if isinstance(got, str) else ()
+            wanted = 1
         else:
             cluster_ips = tuple([got for owner, _, _ in mine.ip_claims if isinstance(got := ips[owner], str)])
-        if len(cluster_ips) < len(mine.ip_claims):
+            wanted = 1 + len(mine.more_ip_claims)
+        if len(cluster_ips) < wanted:
             for i, (owner, _, _) in enumerate(mine.ip_claims):
                 if isinstance(got := ips[owner], Refusal):
                     path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
