@@ -215,7 +215,7 @@ class _ServiceClaims:
     it was given what it states). Kept for every Service between loads, so kept small: the primary
     cluster IP's claim on its own, and most Services' other claims are the one empty tuple."""
 
-    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "port_claims")
+    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "port_claims", "seen")
 
     def __init__(
         self,
@@ -229,6 +229,7 @@ class _ServiceClaims:
         self.more_ip_claims = tuple(ip_claims[1:]) if len(ip_claims) > 1 else ()  # a dual-stack Service's second
         self.port_claims = port_claims
         self.lb_claims = lb_claims
+        self.seen = f"Service/{parsed.namespace}/{parsed.name}"  # its owner in the pool of first-seen times
         self.final: Service | None = None
 
     @property
@@ -348,10 +349,13 @@ def build(
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS
+        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
     ]
+    # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
+    # which a reload finds at once.
     seen_claims += [
-        (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services.values() if s.source and s.source.line == 0
+        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", _SEEN, None)
+        for svc, mine in zip(services.values(), claimed, strict=True)
     ]
 
     pools = {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims}
