@@ -15,6 +15,7 @@ Each `Store.allocate` runs in one write transaction, so processes that start tog
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ipaddress
 import json
@@ -115,12 +116,19 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
     quadratic, and `replicas: 65536` never finished.)"""
     taken: dict[str, str] = {}
     result: dict[str, str | Refusal] = {}
-    for owner, space, wish in claims:  # 1. keep
+    rest: list[Claim] = []  # the claims step 1 left, for steps 2 and 3 (on a reload, few)
+    for claim in claims:  # 1. keep
+        owner, space, wish = claim
         value = held.get(owner)
-        if value is not None and wish in (None, value) and value not in taken and not space.invalid(value):
-            taken[value] = owner
-            result[owner] = value
-    for owner, space, wish in claims:  # 2. explicit
+        if value is not None and (wish is None or wish == value):
+            if wish is not None:  # kept as the wish's string: one string with the manifest's
+                value = wish
+            if value not in taken and not space.invalid(value):
+                taken[value] = owner
+                result[owner] = value
+                continue
+        rest.append(claim)
+    for owner, space, wish in rest:  # 2. explicit
         if wish is None or owner in result:
             continue
         why = space.invalid(wish)
@@ -133,7 +141,7 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
             result[owner] = wish
     taken_in: dict[int, list[int]] = {}  # values taken in each band of each bounded space (by id)
     full: dict[int, Refusal] = {}  # the refusal of each bounded space found full
-    for owner, space, _wish in claims:  # 3. automatic
+    for owner, space, _wish in rest:  # 3. automatic
         if owner in result:
             continue
         bands: tuple[int, ...] = getattr(space, "bands", ())
@@ -380,14 +388,8 @@ class Store:
                 old = self._pools.get(pool) or self._read(pool)
                 result = assign(claims, old.values, pool)
                 results[pool] = result
-                held = old.entries
-                kept: dict[str, Entry] = {}
-                for owner, got in result.items():
-                    if isinstance(got, str):
-                        entry = held.get(owner)
-                        kept[owner] = entry if entry is not None and entry[0] == got else [got, stamp]
-                self._pools[pool] = self._write(pool, old, kept)
-                entries[pool] = self._pools[pool].entries
+                self._pools[pool] = new = self._write(pool, old, result, stamp)
+                entries[pool] = _Entries(new)
             db.execute("COMMIT")
         except BaseException:
             self._pools.clear()
@@ -406,34 +408,72 @@ class Store:
                 entries.pop(owner, None)
             else:
                 entries[owner] = [value, created]
-        return _Pool(entries, len(journal))
+        # The time most values got theirs is kept once; the other times per owner.
+        counts = collections.Counter([entry[1] for entry in entries.values()])
+        common = counts.most_common(1)[0][0] if counts else None
+        stamps = {owner: entry[1] for owner, entry in entries.items() if entry[1] != common}
+        return _Pool({owner: entry[0] for owner, entry in entries.items()}, common, stamps, len(journal))
 
-    def _write(self, pool: str, old: _Pool, kept: dict[str, Entry]) -> _Pool:
-        """Store `kept`, the pool's new contents, as journal rows or (when the journal grows) a new row."""
-        held = old.entries
-        changes = [(pool, owner, *entry) for owner, entry in kept.items() if held.get(owner) != entry]
-        changes += [(pool, owner, None, None) for owner in held.keys() - kept.keys()]
-        if not changes:
-            return old
+    def _write(self, pool: str, old: _Pool, result: Mapping[str, str | Refusal], stamp: int) -> _Pool:
+        """Store the pool's new contents, the values of `result`, as journal rows or (when the journal
+        grows) a new row; an owner that keeps its value keeps the time it got it."""
+        held = old.values
+        common = stamp if old.common is None else old.common
+        # A value equal to its owner (the "object" pool's) is kept as the owner's string: one string.
+        values = {o: o if v == o else v for o, v in result.items() if isinstance(v, str)}
+        changes: list[tuple[str, str, str | None, Any]] = [
+            (pool, o, v, stamp) for o, v in values.items() if held.get(o) != v
+        ]
+        stamps = {o: t for o, t in old.stamps.items() if o in values and values[o] == held[o]}
+        if stamp != common:
+            stamps.update((o, stamp) for _, o, _, _ in changes)
+        if len(values) - len(changes) < len(held):  # released: no claim holds them now
+            changes += [(pool, owner, None, None) for owner in held.keys() - values.keys()]
         journal = old.journal + len(changes)
-        if journal > max(64, len(kept) // 8):
+        if not changes:
+            pass
+        elif journal > max(64, len(values) // 8):
+            data = {owner: [value, stamps.get(owner, common)] for owner, value in values.items()}
             self.db.execute(
                 "INSERT INTO pools VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                (pool, json.dumps(kept, separators=(",", ":"))),
+                (pool, json.dumps(data, separators=(",", ":"))),
             )
             self.db.execute("DELETE FROM journal WHERE pool = ?", (pool,))
             journal = 0
         else:
             self.db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?)", changes)
-        return _Pool(kept, journal)
+        return _Pool(values, common, stamps, journal)
 
 
 class _Pool:
-    """One pool as stored: owner -> [value, first allocated], and how many journal rows follow its row."""
+    """One pool as stored: owner -> value, when each owner first got its value, and how many journal rows
+    follow its row. Compact, for pools of 100,000s of owners: the time most values were first allocated
+    (those of one load) is `common`, and only the owners with another time are in `stamps`; a value equal
+    to its owner is the owner's string."""
 
-    __slots__ = ("entries", "journal", "values")
+    __slots__ = ("common", "journal", "stamps", "values")
 
-    def __init__(self, entries: dict[str, Entry], journal: int) -> None:
-        self.entries = entries
+    def __init__(self, values: dict[str, str], common: Any, stamps: dict[str, Any], journal: int) -> None:
+        self.values = values
+        self.common = common  # None for an empty pool
+        self.stamps = stamps
         self.journal = journal  # an upper bound: a rewritten owner counts each time
-        self.values = {owner: entry[0] for owner, entry in entries.items()}
+
+
+class _Entries(Mapping[str, Entry]):
+    """A pool's entries, owner -> [value, first allocated], made when asked for: a read-only view."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: _Pool) -> None:
+        self._pool = pool
+
+    def __getitem__(self, owner: str) -> Entry:
+        pool = self._pool
+        return [pool.values[owner], pool.stamps.get(owner, pool.common)]
+
+    def __len__(self) -> int:
+        return len(self._pool.values)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pool.values)

@@ -81,7 +81,7 @@ def note(obj: Object, field_path: str, message: str) -> Problem:
 
 
 def derive_endpoints(
-    services: Iterable[Service],
+    services: Mapping[tuple[str, str], Service],
     pods: Iterable[Pod],
     endpoints_objects: Sequence[EndpointsObject],
     slices: Sequence[EndpointSlice],
@@ -89,7 +89,8 @@ def derive_endpoints(
     changed: Set[str] = frozenset(),
     sliced: Set[tuple[str, str]] = frozenset(),
 ) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
-    """Each Service's endpoints, as the endpoints and EndpointSlice controllers derive them.
+    """Each Service's endpoints (by the keys of `services`), as the endpoints and EndpointSlice
+    controllers derive them.
 
     A Service with a selector gets the Pods of its namespace whose labels match: ready when the Pod is
     (or always, with publishNotReadyAddresses), each port's targetPort resolved in that Pod (a named
@@ -105,19 +106,17 @@ def derive_endpoints(
     any Service whose endpoints, derived again, equal those it had: the previous tuple itself is kept, so
     that what was built from it (the ruleset) can tell unchanged endpoints by identity.
     """
-    services = list(services)
-    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    kept: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
     if previous is not None:
-        for svc in services:
-            key = svc.key
+        for key, svc in services.items():
             if (
                 svc.selector is not None
                 and svc.namespace not in changed
                 and key not in sliced
                 and previous.services.get(key) is svc
             ):
-                out[key] = previous.endpoints[key]
-    needed = {svc.namespace for svc in services if svc.key not in out}
+                kept[key] = previous.endpoints[key]
+    needed = {svc.namespace for key, svc in services.items() if svc.selector is not None and key not in kept}
     index: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
     for pod in pods:
         if not pod.ips or pod.phase in ("Succeeded", "Failed") or pod.namespace not in needed:
@@ -134,21 +133,26 @@ def derive_endpoints(
         manual[eo.key].extend(eo.endpoints)
 
     before = previous.endpoints if previous is not None else {}
-    for svc in services:
-        key = svc.key
-        if key in out:
+    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    for key, svc in services.items():
+        if kept and key in kept:
+            out[key] = kept[key]
             continue
         if svc.type == EXTERNAL_NAME:
             derived: tuple[Endpoint, ...] = ()
         elif svc.selector is None:
-            derived = tuple(_unique(svc, [], manual.get(key, ())))
+            written = manual.get(key) if manual else None
+            derived = tuple(_unique(svc, [], written)) if written else ()
         else:
             selected = _selected_endpoints(svc, index)
             extra = unmanaged.get(key)
             derived = tuple(_unique(svc, selected, extra) if extra else selected)
-        old = before.get(key)
-        out[key] = old if old is not None and old == derived else derived
-    return {svc.key: out[svc.key] for svc in services}
+        if derived:  # () is one object: nothing to keep
+            old = before.get(key)
+            if old is not None and old == derived:
+                derived = old
+        out[key] = derived
+    return out
 
 
 def _unique(svc: Service, first: list[Endpoint], more: Iterable[Endpoint]) -> list[Endpoint]:

@@ -69,6 +69,8 @@ from clusterdns.model import (
     ServicePort,
     Source,
     Workload,
+    families_of,
+    shared_families,
 )
 from clusterdns.problems import FileResult, ManifestError, Path, Problem, format_path, type_name
 
@@ -177,12 +179,17 @@ def _shift(problem: Problem, offset: int) -> Problem:
     )
 
 
+# What an absent mapping reads as: one dict, never mutated, rather than a new empty dict per object (a
+# Service without labels or annotations would hold two).
+_NO_MAP: dict[str, Any] = {}
+
+
 def _map(d: Mapping[str, Any], key: str, path: Path, required: bool = False) -> dict[str, Any]:
     value = d.get(key)
     if value is None:
         if required:
             raise ManifestError((*path, key), "required field is missing")
-        return {}
+        return _NO_MAP
     if not isinstance(value, dict):
         raise ManifestError((*path, key), f"must be a mapping, got {type_name(value)}")
     return value
@@ -270,11 +277,21 @@ def _port_number(d: Mapping[str, Any], key: str, path: Path, required: bool = Tr
     return value
 
 
+_PROTOCOLS = {p: p for p in PROTOCOLS}
+
+
 def _protocol(d: Mapping[str, Any], path: Path) -> str:
+    """The protocol, as the one shared string of its name."""
     protocol = _str(d, "protocol", path, default="TCP")
-    if protocol not in PROTOCOLS:
+    shared = _PROTOCOLS.get(protocol)
+    if shared is None:
         raise ManifestError((*path, "protocol"), f"must be one of TCP, UDP, SCTP, got {protocol!r}")
-    return protocol
+    return shared
+
+
+# Namespace names already validated, each one string that every object of the namespace shares (not
+# one string per manifest); emptied when it grows large.
+_NAMESPACES: dict[str, str] = {}
 
 
 def _ip(value: Any, path: Path) -> str:
@@ -304,7 +321,13 @@ def parse_object(data: Any, source: Source | None = None) -> Object | None:
         namespace = ""
     else:
         namespace = _str(meta, "namespace", ("metadata",)) or "default"
-        _check(("metadata", "namespace"), dns1123_label_error(namespace))
+        known = _NAMESPACES.get(namespace)
+        if known is None:
+            _check(("metadata", "namespace"), dns1123_label_error(namespace))
+            if len(_NAMESPACES) >= 50_000:
+                _NAMESPACES.clear()
+            known = _NAMESPACES[namespace] = namespace
+        namespace = known
     obj: Object = _PARSERS[kind](data, meta, namespace, name, source)
     return obj
 
@@ -338,15 +361,18 @@ def parse_cidr(value: Any, path: Path) -> str:
         raise ManifestError(path, f"must be a CIDR such as 10.0.0.0/16, got {value!r} ({exc})") from None
 
 
+_SERVICE_TYPES = {t: t for t in SERVICE_TYPES}
+
+
 def _parse_service(
     data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
 ) -> Service:
     _check(("metadata", "name"), dns1035_label_error(name))
     spec = _map(data, "spec", (), required=True)
     sp: Path = ("spec",)
-    type_ = _str(spec, "type", sp, default=CLUSTER_IP)
-    if type_ not in SERVICE_TYPES:
-        raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {type_!r}")
+    type_ = _SERVICE_TYPES.get(_str(spec, "type", sp, default=CLUSTER_IP), "")
+    if not type_:
+        raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {spec['type']!r}")
     external_name = ""
     if type_ == EXTERNAL_NAME:
         external_name = _str(spec, "externalName", sp, required=True)
@@ -354,15 +380,19 @@ def _parse_service(
     headless, cluster_ips = _cluster_ips(spec, type_)
     families, policy = _ip_families(spec, cluster_ips)
     ports = _service_ports(spec, type_, required=not headless and type_ != EXTERNAL_NAME)
-    selector = _labels(spec, "selector", sp) or None
-    external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
+    # Fields a Service seldom has are only looked into when present (most Services: none of them).
+    selector = (_labels(spec, "selector", sp) or None) if spec.get("selector") is not None else None
+    external_ips: tuple[str, ...] = ()
+    if spec.get("externalIPs") is not None:
+        external_ips = tuple(_ip(v, ("spec", "externalIPs", i)) for i, v in enumerate(_list(spec, "externalIPs", sp)))
     ingress: list[str] = []
-    status = _map(data, "status", ())
-    for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
-        if item.get("ip") is not None:
-            ingress.append(_ip(item["ip"], (*p, "ip")))
-        elif hostname := _str(item, "hostname", p):
-            ingress.append(hostname)
+    if data.get("status") is not None:
+        status = _map(data, "status", ())
+        for p, item in _items(_map(status, "loadBalancer", ("status",)), "ingress", ("status", "loadBalancer")):
+            if item.get("ip") is not None:
+                ingress.append(_ip(item["ip"], (*p, "ip")))
+            elif hostname := _str(item, "hostname", p):
+                ingress.append(hostname)
     affinity = _str(spec, "sessionAffinity", sp, default="None")
     if affinity not in ("None", "ClientIP"):
         raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
@@ -389,8 +419,8 @@ def _parse_service(
         publish_not_ready_addresses=_bool(spec, "publishNotReadyAddresses", sp, False),
         session_affinity=affinity,
         session_affinity_timeout=timeout,
-        labels=_labels(meta, "labels", ("metadata",)),
-        annotations=_str_map(meta, "annotations", ("metadata",)),
+        labels=_labels(meta, "labels", ("metadata",)) if meta.get("labels") is not None else _NO_MAP,
+        annotations=_str_map(meta, "annotations", ("metadata",)) if meta.get("annotations") is not None else _NO_MAP,
         source=source,
     )
 
@@ -427,7 +457,12 @@ def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...
     return False, tuple(ips)
 
 
+_POLICIES = {p: p for p in ("SingleStack", "PreferDualStack", "RequireDualStack")}
+
+
 def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """(ipFamilies, ipFamilyPolicy), with the API server's defaults: without ipFamilies, the families of the
+    cluster IPs it states (the registry gives a Service no other order), and a policy for their number."""
     sp: Path = ("spec",)
     families = []
     for i, v in enumerate(_list(spec, "ipFamilies", sp)):
@@ -437,11 +472,13 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
             raise ManifestError(("spec", "ipFamilies", i), f"duplicate family {v}")
         families.append(v)
     policy = _str(spec, "ipFamilyPolicy", sp)
-    if policy and policy not in ("SingleStack", "PreferDualStack", "RequireDualStack"):
-        raise ManifestError(
-            ("spec", "ipFamilyPolicy"),
-            f"must be SingleStack, PreferDualStack or RequireDualStack, got {policy!r}",
-        )
+    if policy:
+        policy = _POLICIES.get(policy, "")
+        if not policy:
+            raise ManifestError(
+                ("spec", "ipFamilyPolicy"),
+                f"must be SingleStack, PreferDualStack or RequireDualStack, got {spec['ipFamilyPolicy']!r}",
+            )
     if not policy:
         policy = "RequireDualStack" if len(families) == 2 or len(cluster_ips) == 2 else "SingleStack"
     if policy == "SingleStack" and (len(families) > 1 or len(cluster_ips) > 1):
@@ -452,10 +489,29 @@ def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tu
             raise ManifestError(
                 ("spec", "ipFamilies", i), f"must match clusterIPs[{i}] ({ip} is {fam}), got {families[i]}"
             )
-    return tuple(families), policy
+    return shared_families(tuple(families)) if families else families_of(cluster_ips), policy
+
+
+# Services' ports by their data (marshalled, with the type and whether ports are required): most
+# Services of a zone have one of a few port lists, which they share, parsed once; errors are not kept.
+_PORTS: dict[tuple[str, bool, bytes], tuple[ServicePort, ...]] = {}
 
 
 def _service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
+    try:
+        key = (type_, required, marshal.dumps(spec.get("ports"), 2))  # version 2: equal data, equal bytes
+    except ValueError:  # a YAML timestamp, say
+        return _parse_service_ports(spec, type_, required)
+    found = _PORTS.get(key)
+    if found is None:
+        found = _parse_service_ports(spec, type_, required)
+        if len(_PORTS) >= 20_000:
+            _PORTS.clear()
+        _PORTS[key] = found
+    return found
+
+
+def _parse_service_ports(spec: dict[str, Any], type_: str, required: bool) -> tuple[ServicePort, ...]:
     ports: list[ServicePort] = []
     seen_names: set[str] = set()
     seen_ports: set[tuple[int, str]] = set()

@@ -56,6 +56,26 @@ EXTERNAL_NAME = "ExternalName"
 SERVICE_TYPES = (CLUSTER_IP, NODE_PORT, LOAD_BALANCER, EXTERNAL_NAME)
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
+# A Service's ip_families: one shared tuple per combination, not one per Service (a large zone has
+# 100,000s of Services, nearly all with the same families).
+_FAMILIES: dict[tuple[str, ...], tuple[str, ...]] = {
+    f: f for f in (("IPv4",), ("IPv6",), ("IPv4", "IPv6"), ("IPv6", "IPv4"))
+}
+_IPV4, _IPV6 = _FAMILIES[("IPv4",)], _FAMILIES[("IPv6",)]
+
+
+def families_of(ips: tuple[str, ...]) -> tuple[str, ...]:
+    """The IP families of addresses in canonical text, in their order: ("IPv4",), ("IPv6", "IPv4"), ..."""
+    if len(ips) == 1:
+        return _IPV6 if ":" in ips[0] else _IPV4
+    families = tuple(["IPv6" if ":" in ip else "IPv4" for ip in ips])
+    return _FAMILIES.get(families, families)
+
+
+def shared_families(families: tuple[str, ...]) -> tuple[str, ...]:
+    """`families` as the shared tuple of the same families."""
+    return _FAMILIES.get(families, families)
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -97,7 +117,7 @@ class Service:
     selector: Mapping[str, str] | None = None  # None: endpoints come from Endpoints / EndpointSlices
     headless: bool = False  # clusterIP: None
     cluster_ips: tuple[str, ...] = ()  # requested (may be empty) or allocated; primary first
-    ip_families: tuple[str, ...] = ()  # "IPv4" / "IPv6", as requested
+    ip_families: tuple[str, ...] = ()  # "IPv4" / "IPv6", as requested or as the clusterIPs imply
     ip_family_policy: str = "SingleStack"
     external_name: str = ""
     external_ips: tuple[str, ...] = ()
@@ -346,13 +366,18 @@ class ServiceCIDR:
 Object = Namespace | Service | Pod | Workload | EndpointsObject | EndpointSlice | ConfigMap | Secret | ServiceCIDR
 
 
+_KINDS: dict[type, str] = {
+    cls: cls.__name__ for cls in (Namespace, Service, Pod, EndpointSlice, ConfigMap, Secret, ServiceCIDR)
+}
+_KINDS[EndpointsObject] = "Endpoints"
+
+
 def kind_of(obj: Object) -> str:
     """The Kubernetes kind of a typed object, as errors and tables print it."""
-    if isinstance(obj, Workload):
-        return obj.kind
-    if isinstance(obj, EndpointsObject):
-        return "Endpoints"
-    return type(obj).__name__
+    kind = _KINDS.get(type(obj))
+    if kind is None:
+        return obj.kind if isinstance(obj, Workload) else type(obj).__name__
+    return kind
 
 
 def display_name(obj: Object) -> str:

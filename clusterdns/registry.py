@@ -35,7 +35,9 @@ from clusterdns.model import (
     Source,
     Workload,
     display_name,
+    families_of,
     kind_of,
+    shared_families,
 )
 from clusterdns.problems import FileResult, ManifestError, Path, Problem
 from clusterdns.workloads import replica_owners, workload_pods
@@ -173,19 +175,19 @@ def builtin_services(cidrs: Sequence[str]) -> list[Service]:
 class Memo:
     """What one build leaves to the next, so that a reload redoes little for what did not change.
 
-    A file that did not change keeps its parsed objects (Zones caches them), so entries are keyed by
-    the identity of parsed objects: a Service's or a Pod's claims, and the final Service or Pod with
-    its allocated values, reused when the allocation hands it the same values again; a workload's Pods,
-    reused when its Pods get the same names. The last registry lends its endpoints to unchanged
-    Services in namespaces whose Pods are all unchanged. Allocation spaces are kept too, with what
-    they know of which values are valid. One Memo serves one sequence of builds.
+    A file that did not change keeps its parsed objects (Zones caches them), so entries are reused only
+    for the very parsed object they were made from: a Service's or a Pod's claims, and the final Service
+    or Pod with its allocated values, reused when the allocation hands it the same values again; a
+    workload's Pods, reused when its Pods get the same names. The last registry lends its endpoints to
+    unchanged Services in namespaces whose Pods are all unchanged. Allocation spaces are kept too, with
+    what they know of which values are valid. One Memo serves one sequence of builds.
     """
 
     def __init__(self) -> None:
         self.cidrs: tuple[str, ...] = ()
         self.spaces: dict[str, IPSpace] = {}
         self.node_ports = PortSpace()
-        self.services: dict[int, _ServiceClaims] = {}
+        self.services: dict[tuple[str, str], _ServiceClaims] = {}  # by (namespace, name)
         self.workloads: dict[int, tuple[Workload, list[str | Refusal | None], list[Pod]]] = {}
         self.pods: dict[int, _PodClaims] = {}
         self.registry: Registry | None = None  # the last build's
@@ -209,19 +211,30 @@ class Memo:
 
 
 class _ServiceClaims:
-    """One parsed Service's claims and, once allocated, what it was given and the Service it became."""
+    """One parsed Service's claims and, once allocated, the Service it became (the parsed one itself when
+    it was given what it states). Kept for every Service between loads, so kept small: the primary
+    cluster IP's claim on its own, and most Services' other claims are the one empty tuple."""
 
-    __slots__ = ("final", "given", "ip_claims", "lb_claims", "parsed", "port_claims")
+    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "port_claims", "seen")
 
     def __init__(
-        self, parsed: Service, ip_claims: list[Claim], port_claims: list[Claim], lb_claims: list[Claim]
+        self,
+        parsed: Service,
+        ip_claims: Sequence[Claim],
+        port_claims: tuple[Claim, ...],
+        lb_claims: tuple[Claim, ...],
     ) -> None:
-        self.parsed = parsed  # kept alive, so that its id() is not reused
-        self.ip_claims = ip_claims
+        self.parsed = parsed
+        self.ip_claim = ip_claims[0]  # a Service has one cluster IP per family, at least one
+        self.more_ip_claims = tuple(ip_claims[1:]) if len(ip_claims) > 1 else ()  # a dual-stack Service's second
         self.port_claims = port_claims
         self.lb_claims = lb_claims
-        self.given: tuple[list[str | Refusal], list[str | Refusal], list[str | Refusal]] | None = None
+        self.seen = f"Service/{parsed.namespace}/{parsed.name}"  # its owner in the pool of first-seen times
         self.final: Service | None = None
+
+    @property
+    def ip_claims(self) -> tuple[Claim, ...]:
+        return (self.ip_claim, *self.more_ip_claims)
 
 
 class _PodClaims:
@@ -229,7 +242,7 @@ class _PodClaims:
 
     __slots__ = ("claims", "final", "pod")
 
-    def __init__(self, pod: Pod, claims: list[Claim]) -> None:
+    def __init__(self, pod: Pod, claims: tuple[Claim, ...]) -> None:
         self.pod = pod  # kept alive, so that its id() is not reused
         self.claims = claims
         self.final: Pod | None = None
@@ -267,20 +280,17 @@ def build(
     b = _Builder(config, store, now, locate, memo)
     notes: list[Problem] = []
     objects: dict[tuple[str, str, str], Object] = {}
+    by_kind: dict[str, list[Object]] = defaultdict(list)
     for result in files:
         b.problems.extend(result.problems)
         notes.extend(result.notes)
         for obj in result.objects:
-            key = (kind_of(obj), getattr(obj, "namespace", ""), obj.name)
-            first = objects.get(key)
-            if first is not None:
+            kind = kind_of(obj)
+            first = objects.setdefault((kind, getattr(obj, "namespace", ""), obj.name), obj)
+            if first is obj:
+                by_kind[kind].append(obj)
+            else:
                 b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
-                continue
-            objects[key] = obj
-
-    by_kind: dict[str, list[Object]] = defaultdict(list)
-    for (kind, _, _), obj in objects.items():
-        by_kind[kind].append(obj)
 
     # Service CIDRs: the flags, then ServiceCIDR objects; the first of each family allocates.
     service_cidrs = list(config.service_cidrs)
@@ -289,9 +299,10 @@ def build(
         service_cidrs.extend(c for c in obj.cidrs if c not in service_cidrs)
     allocating = _first_per_family(service_cidrs)
 
-    services: list[Service] = [s for s in by_kind["Service"] if isinstance(s, Service)]
-    names = {s.key for s in services}
-    services = [s for s in builtin_services(service_cidrs) if s.key not in names] + services
+    # By (namespace, name): each Service's key tuple is made once, and every index of it shares it.
+    declared = {(s.namespace, s.name): s for s in by_kind["Service"] if isinstance(s, Service)}
+    services = {key: s for s in builtin_services(service_cidrs) if (key := s.key) not in declared}
+    services.update(declared)
 
     pods = [p for p in by_kind["Pod"] if isinstance(p, Pod)]
     workloads = [w for k in ("Deployment", "ReplicaSet", "StatefulSet") for w in by_kind[k] if isinstance(w, Workload)]
@@ -306,19 +317,27 @@ def build(
     ip_claims: list[Claim] = []
     port_claims: list[Claim] = []
     lb_claims: list[Claim] = []
-    claims: dict[int, _ServiceClaims] = {}  # by id() of the parsed Service
-    for svc in services:
+    claims: dict[tuple[str, str], _ServiceClaims] = {}
+    claimed: list[_ServiceClaims | None] = []  # each Service's claims, in order, for applying the results
+    remembered = memo.services
+    for key, svc in services.items():
         if svc.type == EXTERNAL_NAME or svc.headless:
+            claimed.append(None)
             continue
-        mine = memo.services.get(id(svc))
+        mine = remembered.get(key)
         if mine is None or mine.parsed is not svc:
             mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
-            if mine is None:
-                continue
-        claims[id(svc)] = mine
-        ip_claims.extend(mine.ip_claims)
-        port_claims.extend(mine.port_claims)
-        lb_claims.extend(mine.lb_claims)
+        claimed.append(mine)
+        if mine is None:
+            continue
+        claims[key] = mine
+        ip_claims.append(mine.ip_claim)
+        if mine.more_ip_claims:
+            ip_claims.extend(mine.more_ip_claims)
+        if mine.port_claims:
+            port_claims.extend(mine.port_claims)
+        if mine.lb_claims:
+            lb_claims.extend(mine.lb_claims)
     memo.services = claims
 
     name_claims: list[Claim] = []
@@ -330,10 +349,13 @@ def build(
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS
+        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
     ]
+    # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
+    # which a reload finds at once.
     seen_claims += [
-        (f"Service/{s.namespace}/{s.name}", _SEEN, None) for s in services if s.source and s.source.line == 0
+        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", _SEEN, None)
+        for svc, mine in zip(services.values(), claimed, strict=True)
     ]
 
     pools = {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims}
@@ -356,14 +378,14 @@ def build(
         runs[:] = [f if (f := final_pods.get((p.namespace, p.name))) and f.owner == p.owner else p for p in runs]
 
     final_services = _apply_service_allocations(
-        b, services, claims, results["service-ip"], results["node-port"], results.get("load-balancer-ip", {})
+        b, services, claimed, results["service-ip"], results["node-port"], results.get("load-balancer-ip", {})
     )
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
         assert isinstance(obj, Namespace)
         namespaces[obj.name] = obj
-    for _kind, ns, _name in objects:
+    for ns in {ns for _, ns, _ in objects}:
         if ns and ns not in namespaces:
             namespaces[ns] = Namespace(ns)
 
@@ -371,7 +393,7 @@ def build(
     sliced, orphans = sort_slices(final_services, slices, notes)
     previous, changed = _unchanged_since(memo.registry, final_pods)
     endpoints = derive_endpoints(
-        final_services.values(),
+        final_services,
         final_pods.values(),
         [e for e in by_kind["Endpoints"] if isinstance(e, EndpointsObject)],
         slices,
@@ -413,7 +435,7 @@ def _unchanged_since(
     if previous is None:
         return None, set()
     before = previous.pods
-    changed = {ns for (ns, name), pod in pods.items() if before.get((ns, name)) is not pod}
+    changed = {key[0] for key, pod in pods.items() if before.get(key) is not pod}
     changed.update(ns for ns, name in before.keys() - pods.keys())
     return previous, changed
 
@@ -448,7 +470,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
     families = [(v, f" IPv{v}", spaces[v]) for v in versions]
     claims: list[Claim] = []
     kept: dict[tuple[str, str], Pod] = {}
-    owners: list[_PodClaims] = []  # each Pod that takes pod-network IPs, with its claims
+    owners: list[tuple[tuple[str, str], _PodClaims]] = []  # each Pod that takes pod-network IPs, with its claims
     remembered, memo = b.memo.pods, {}
     for pod in pods:
         key = (pod.namespace, pod.name)
@@ -470,30 +492,33 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
                     if wish is None:
                         continue
                 own.append((base + suffix, space, wish))
-            mine = _PodClaims(pod, own)
+            mine = _PodClaims(pod, tuple(own))
         memo[id(pod)] = mine
         claims.extend(mine.claims)
-        owners.append(mine)
+        owners.append((key, mine))
     b.memo.pods = memo
     results, entries = b.store.allocate({"pod-ip": claims}, b.now)
     got_ips = results["pod-ip"]
     out = {key: pod for key, pod in kept.items() if pod.spec.host_network and pod.ips and not pod.owner}
-    for mine in owners:
+    for key, mine in owners:
         pod = mine.pod
-        ips: list[str] = []
-        refused = False
-        for owner, _, _ in mine.claims:
-            got = got_ips[owner]
-            if isinstance(got, Refusal):
-                b.problem(pod, ("status", "podIP"), got.message)
-                refused = True
-            else:
-                ips.append(got)
-        if refused:
-            continue
-        if pod.ips and not pod.owner:  # keep the declared order
-            ips = [ip for ip in pod.ips if ip in ips] or ips
-        given = tuple(ips)
+        if len(mine.claims) == 1 and isinstance(got := got_ips[mine.claims[0][0]], str):  # most Pods
+            given: tuple[str, ...] = (got,)
+        else:
+            ips: list[str] = []
+            refused = False
+            for owner, _, _ in mine.claims:
+                got = got_ips[owner]
+                if isinstance(got, Refusal):
+                    b.problem(pod, ("status", "podIP"), got.message)
+                    refused = True
+                else:
+                    ips.append(got)
+            if refused:
+                continue
+            if pod.ips and not pod.owner:  # keep the declared order
+                ips = [ip for ip in pod.ips if ip in ips] or ips
+            given = tuple(ips)
         if pod.ips == given:  # as stated, or a generated Pod given the same IPs again
             final = pod
         elif mine.final is not None and mine.final.ips == given:  # as in the previous build
@@ -501,7 +526,7 @@ def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str
         else:  # a new Pod with the IPs: the parsed one may be shared with its file's cache or an older snapshot
             final = _pod_with_ips(pod, given)
         mine.final = final
-        out[(pod.namespace, pod.name)] = final
+        out[key] = final
     return out, entries["pod-ip"]
 
 
@@ -565,9 +590,14 @@ def _first_per_family(cidrs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) -> list[str] | None:
+def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) -> Sequence[str] | None:
     """The IP families a Service gets cluster IPs of, primary first; None (and a problem) if impossible."""
     primary = next(iter(allocating))
+    if svc.ip_family_policy == "SingleStack":  # most Services: their one family, without lists
+        stated = svc.ip_families or svc.cluster_ips
+        family = primary if not stated else stated[0] if svc.ip_families else f"IPv{_version(stated[0])}"
+        if family in allocating:
+            return shared_families((family,))
     order = list(svc.ip_families) or [f"IPv{_version(ip)}" for ip in svc.cluster_ips] or [primary]
     if svc.ip_family_policy == "SingleStack":
         families = order[:1]
@@ -609,74 +639,98 @@ def _claims_of(
     families = _service_families(b, svc, allocating)
     if families is None:
         return None
-    ip_claims: list[Claim] = []
-    for i, family in enumerate(families):
-        wish = svc.cluster_ips[i] if i < len(svc.cluster_ips) else None
-        ip_claims.append((f"{svc.namespace}/{svc.name} {family}", ip_spaces[family], wish))
-    port_claims: list[Claim] = []
+    base = f"{svc.namespace}/{svc.name} "
+    wishes = svc.cluster_ips
+    if len(families) == 1:  # most Services
+        ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
+    else:
+        ip_claims = [(base + f, ip_spaces[f], wishes[i] if i < len(wishes) else None) for i, f in enumerate(families)]
+    port_claims: tuple[Claim, ...] = ()
     if svc.type in NODE_PORT_TYPES:
-        for port in svc.ports:
-            owner = f"{svc.namespace}/{svc.name} {port.port}/{port.protocol}"
-            port_claims.append((owner, node_ports, None if port.node_port is None else str(port.node_port)))
-    lb_claims: list[Claim] = []
+        port_claims = tuple(
+            [
+                (f"{base}{p.port}/{p.protocol}", node_ports, None if p.node_port is None else str(p.node_port))
+                for p in svc.ports
+            ]
+        )
+    lb_claims: tuple[Claim, ...] = ()
     if svc.type == LOAD_BALANCER and not svc.load_balancer_ingress:
-        for family in families:
-            if family in lb_spaces:
-                lb_claims.append((f"{svc.namespace}/{svc.name} {family}", lb_spaces[family], None))
+        lb_claims = tuple([(base + f, lb_spaces[f], None) for f in families if f in lb_spaces])
     return _ServiceClaims(svc, ip_claims, port_claims, lb_claims)
 
 
 def _apply_service_allocations(
     b: _Builder,
-    services: list[Service],
-    claims: Mapping[int, _ServiceClaims],
+    services: Mapping[tuple[str, str], Service],
+    claimed: Sequence[_ServiceClaims | None],
     ips: Mapping[str, str | Refusal],
     ports: Mapping[str, str | Refusal],
     balancers: Mapping[str, str | Refusal],
 ) -> dict[tuple[str, str], Service]:
-    """Each Service with the cluster IPs and node ports it was given; one refused anything is left out."""
+    """Each Service with the cluster IPs and node ports it was given (`claimed`: the claims of each
+    Service, in order, None for one that claims nothing); one refused anything is left out. A Service
+    given what it states is the parsed one itself; one given what it was given last time is the Service
+    it became then."""
     out: dict[tuple[str, str], Service] = {}
-    for svc in services:
-        if svc.type == EXTERNAL_NAME or svc.headless:
-            out[svc.key] = svc
-            continue
-        mine = claims.get(id(svc))
+    for (key, svc), mine in zip(services.items(), claimed, strict=True):
         if mine is None:
-            continue
-        given = (
-            [ips[owner] for owner, _, _ in mine.ip_claims],
-            [ports[owner] for owner, _, _ in mine.port_claims],
-            [balancers[owner] for owner, _, _ in mine.lb_claims],
-        )
-        if mine.final is not None and mine.given == given:  # as in the previous build
-            out[svc.key] = mine.final
+            if svc.type == EXTERNAL_NAME or svc.headless:
+                out[key] = svc
             continue
         refused = False
-        cluster_ips: list[str] = []
-        for i, got in enumerate(given[0]):
-            if isinstance(got, Refusal):
-                path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
-                b.problem(svc, path, got.message)
-                refused = True
-            else:
-                cluster_ips.append(got)
-        new_ports = list(svc.ports)
-        for i, got in enumerate(given[1]):
-            if isinstance(got, Refusal):
-                b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
-                refused = True
-            else:
-                new_ports[i] = dataclasses.replace(new_ports[i], node_port=int(got))
-        ingress = list(svc.load_balancer_ingress)
-        for got in given[2]:
-            if isinstance(got, Refusal):  # the Service stays, <pending>, as without a controller
-                b.problem(svc, ("spec", "type"), f"no load-balancer IP: {got.message} (--loadbalancer-cidr)")
-            else:
-                ingress.append(got)
+        if not mine.more_ip_claims:  # most Services
+            got = ips[mine.ip_claim[0]]
+            cluster_ips: tuple[str, ...] = (got,) if isinstance(got, str) else ()
+            wanted = 1
+        else:
+            cluster_ips = tuple([got for owner, _, _ in mine.ip_claims if isinstance(got := ips[owner], str)])
+            wanted = 1 + len(mine.more_ip_claims)
+        if len(cluster_ips) < wanted:
+            for i, (owner, _, _) in enumerate(mine.ip_claims):
+                if isinstance(got := ips[owner], Refusal):
+                    path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
+                    b.problem(svc, path, got.message)
+            refused = True
+        new_ports = svc.ports
+        if mine.port_claims:
+            listed = list(svc.ports)
+            for i, (owner, _, _) in enumerate(mine.port_claims):
+                got = ports[owner]
+                if isinstance(got, Refusal):
+                    b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
+                    refused = True
+                elif listed[i].node_port != int(got):
+                    listed[i] = dataclasses.replace(listed[i], node_port=int(got))
+            new_ports = tuple(listed)
+        ingress = svc.load_balancer_ingress
+        if mine.lb_claims:
+            given: list[str] = []
+            for owner, _, _ in mine.lb_claims:
+                got = balancers[owner]
+                if isinstance(got, Refusal):  # the Service stays, <pending>, as without a controller
+                    b.problem(svc, ("spec", "type"), f"no load-balancer IP: {got.message} (--loadbalancer-cidr)")
+                else:
+                    given.append(got)
+            ingress = (*ingress, *given)
         if refused:
             continue
-        families = tuple(f"IPv{_version(ip)}" for ip in cluster_ips)
-        mine.final = _service_with(svc, tuple(cluster_ips), tuple(new_ports), families, tuple(ingress))
-        mine.given = given
-        out[svc.key] = mine.final
+        final = mine.final
+        if (
+            final is None
+            or final.cluster_ips != cluster_ips
+            or final.ports != new_ports
+            or final.load_balancer_ingress != ingress
+        ):
+            families = families_of(cluster_ips)
+            if (
+                svc.cluster_ips == cluster_ips
+                and svc.ip_families == families
+                and svc.ports == new_ports
+                and svc.load_balancer_ingress == ingress
+            ):
+                final = svc
+            else:
+                final = _service_with(svc, cluster_ips, new_ports, families, ingress)
+            mine.final = final
+        out[key] = final
     return out

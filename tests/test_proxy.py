@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from clusterdns.allocate import Store
 from clusterdns.cli import main
 from clusterdns.registry import Config
+from clusterdns.zones import Zones
 
 if TYPE_CHECKING:
     from conftest import Load, WriteZones
@@ -77,6 +79,17 @@ def test_load_balancer_pool_full(write_zones: WriteZones, load: Load, tmp_path: 
     pending = [s for s in registry.services.values() if s.type == "LoadBalancer" and not s.load_balancer_ingress]
     assert len(pending) == 2
     assert any("no load-balancer IP" in str(p) for p in registry.problems)
+
+
+def test_load_balancer_pool_full_is_reported_on_every_reload(write_zones: WriteZones) -> None:
+    """A reload that reuses the pending Services (nothing changed) still says why they have no address."""
+    config = Config(loadbalancer_cidrs=("198.19.7.0/30",))
+    two = LB.replace("status: {loadBalancer: {ingress: [{ip: 203.0.113.4}]}}", "")
+    zones = write_zones({"lb.yaml": two, "lb3.yaml": two.replace("web-lb", "web-3").replace("has-status", "web-4")})
+    loader = Zones(str(zones), config, Store(None))
+    first, again = loader.load(0.0), loader.load(1.0)
+    assert [str(p) for p in again.problems] == [str(p) for p in first.problems]
+    assert sum("no load-balancer IP" in str(p) for p in again.problems) == 2
 
 
 def test_get_svc_shows_external_ip(write_zones: WriteZones, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
