@@ -296,6 +296,13 @@ def _line(raw: str) -> tuple[int, str] | None:
     return line
 
 
+def forget() -> None:
+    """Drop the remembered lines and scalars: they help while files are read, and are only memory after."""
+    _MEMO.clear()
+    _ENTRIES.clear()
+    _LINES.clear()
+
+
 def load_all(text: str) -> list[Any]:
     """Every document in `text`, as `list(yaml.safe_load_all(text))` would give them."""
     if "\t" in text or "\r" in text or text.startswith("%") or "\n%" in text:
