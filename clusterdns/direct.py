@@ -42,7 +42,6 @@ _NOT_NONE = (b"svc", b"pod", b"dns", b"dns-version", b"hostmaster")
 # Header bytes 2-12 (flags, counts) of our answers, RD and CD clear: QR, AA, rcode; QDCOUNT 1.
 _NODATA = b"\x84\x00\x00\x01\x00\x00\x00\x01\x00\x00"
 _NXDOMAIN = b"\x84\x03\x00\x01\x00\x00\x00\x01\x00\x00"
-_ONE_ANSWER = b"\x84\x00\x00\x01\x00\x01\x00\x00\x00\x00"
 
 # What respond() needs of an answer besides its sections: its header for each (RD, CD), its counts with
 # our OPT, and its request counter (metrics.counter_slot).
@@ -55,7 +54,6 @@ class Direct:
 
     def __init__(self, zone: Zone) -> None:
         self.services = zone.services
-        self.zone_labels = len(zone.labels)
         self.zone_wire = b"".join(bytes((len(x),)) + x.encode("latin-1") for x in zone.labels) + b"\0"
         self.svc_wire = b"\x03svc" + self.zone_wire
         ttl = struct.pack("!I", zone.ttl)
@@ -74,7 +72,7 @@ class Direct:
         )
         self._denials: dict[int, bytes] = {}  # the SOA, by the offset of the zone's name in the message
         self._kinds: dict[tuple[bytes, int], Kind] = {}
-        self._one_a = self._kind(_ONE_ANSWER, A)
+        self._one_a = self._kind(_counts(1, 0), A)
         self._no_aaaa = self._kind(_NODATA, AAAA)
         self._srv_one = self._kind(_counts(1, 1), SRV)
         self.names = self._index(zone)
@@ -85,15 +83,19 @@ class Direct:
         when it has one named port, that port's number and SRV labels (`_<port>._<proto>`, lower-cased);
         the Service itself for the others."""
         names: dict[bytes, bytes | Service] = {}
-        tail = self.svc_wire
         aton = socket.inet_aton
+        tails: dict[str, bytes] = {}  # `<ns>.svc.<zone>` in wire form, by namespace
         ports: dict[tuple[str, str, int], bytes] = {}  # a few kinds of port, shared by many Services
         for (namespace, name), svc in zone.services.items():
-            try:
-                key = (chr(len(name)) + name + chr(len(namespace)) + namespace).encode("latin-1") + tail
-            except UnicodeEncodeError:  # no question spells it
+            tail = tails.get(namespace)
+            if tail is None:
+                label = _label(namespace)
+                tail = tails[namespace] = label + self.svc_wire if label else b""
+            if not tail or len(name) > 63:  # no question spells it
                 continue
-            if len(name) > 63 or len(namespace) > 63:  # nor this: the manifests' checks keep them out
+            try:
+                key = (chr(len(name)) + name).encode("latin-1") + tail
+            except UnicodeEncodeError:  # nor this
                 continue
             ips = svc.cluster_ips
             if len(ips) != 1 or svc.headless or svc.type == EXTERNAL_NAME or ":" in ips[0]:
@@ -247,6 +249,16 @@ class Direct:
         records = [fixed + struct.pack("!H", number) + target for number in numbers]
         records.extend(to_target + (self._aaaa if is6 else self._a)[2:] + packed for is6, packed in addresses)
         return self._kind(_counts(len(numbers), len(addresses)), SRV), b"".join(records)
+
+
+def _label(text: str) -> bytes:
+    """`text` as a label in wire form; b"" when no question can spell it (longer than 63, not latin-1: the
+    manifests' checks keep such names out)."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return b""
+    return bytes((len(raw),)) + raw if len(raw) < 64 else b""
 
 
 def _counts(answers: int, additional: int) -> bytes:
