@@ -79,9 +79,9 @@ class Direct:
 
     def _index(self, zone: Zone) -> dict[bytes, bytes | Service]:
         """Every Service's name as a question spells it (`<svc>.<ns>.svc.<zone>` in wire form), with what
-        answers the usual questions: for a Service with one IPv4 cluster IP (most), its packed address, and
-        when it has one named port, that port's number and SRV labels (`_<port>._<proto>`, lower-cased);
-        the Service itself for the others."""
+        answers the usual questions: for a Service with one IPv4 cluster IP (most), its A record as an answer
+        writes it (owned by the question's name: 16 bytes), and when it has one named port, that port's
+        number and SRV labels (`_<port>._<proto>`, lower-cased); the Service itself for the others."""
         names: dict[bytes, bytes | Service] = {}
         aton = socket.inet_aton
         tails: dict[str, bytes] = {}  # `<ns>.svc.<zone>` in wire form, by namespace
@@ -101,7 +101,7 @@ class Direct:
             if len(ips) != 1 or svc.headless or svc.type == EXTERNAL_NAME or ":" in ips[0]:
                 names[key] = svc
             elif len(svc.ports) != 1 or not svc.ports[0].name:
-                names[key] = aton(ips[0])
+                names[key] = self._a + aton(ips[0])
             else:
                 sp = svc.ports[0]
                 srv = ports.get((sp.name, sp.protocol, sp.port))
@@ -111,7 +111,7 @@ class Direct:
                     if len(port) < 64 and len(protocol) < 64:
                         srv = struct.pack("!HB", sp.port, len(port)) + port + bytes((len(protocol),)) + protocol
                     ports[(sp.name, sp.protocol, sp.port)] = srv
-                names[key] = aton(ips[0]) + srv
+                names[key] = self._a + aton(ips[0]) + srv
         return names
 
     def _kind(self, head: bytes, qtype: int) -> Kind:
@@ -131,15 +131,18 @@ class Direct:
         return soa
 
     def answer(self, name: bytes, tail: bytes) -> Made | None:
-        """The answer to the question of `name` (lower-cased, in wire form) and `tail` (its type and class),
-        or None when it takes the general path."""
+        """The answer to the question of `name` (in wire form, in any letter case) and `tail` (its type and
+        class), or None when it takes the general path."""
         found = self.names.get(name)
+        if found is None:  # asked in capitals, or not a Service's name
+            name = name.lower()
+            found = self.names.get(name)
         if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
             if tail == _A_IN:
-                return self._one_a, self._a + found[:4]
+                return self._one_a, found[:16]
             if tail == _AAAA_IN:
                 return self._no_aaaa, self._soa_at(12 + len(name) - len(self.zone_wire))
-            if tail == _SRV_IN and len(found) > 4:
+            if tail == _SRV_IN and len(found) > 16:
                 return self._one_srv(name, 0, found)
         if len(tail) != 4 or tail[2:] != b"\x00\x01" or not name.endswith(self.zone_wire):
             return None
@@ -167,7 +170,7 @@ class Direct:
                 at = name[0] + 1
                 at += name[at] + 1
                 found = self.names.get(name[at:])
-                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[6:]:
+                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[18:]:
                     return self._one_srv(name, at, found)
                 if found is not None:
                     return self._service(name, qtype, at, found)
@@ -184,7 +187,7 @@ class Direct:
         Service with cluster IPs."""
         svc: Service | None = None
         if isinstance(found, bytes):
-            addresses = [(False, found[:4])]
+            addresses = [(False, found[12:16])]
         else:
             svc = found
             if svc.headless or not svc.cluster_ips or svc.type == EXTERNAL_NAME:
@@ -229,11 +232,10 @@ class Direct:
         return self._srv_one, (
             self._srv
             + struct.pack("!HHH", 6 + len(target), 0, 100)
-            + found[4:6]
+            + found[16:18]
             + target
             + struct.pack("!H", 0xC000 | (12 + at))
-            + self._a[2:]
-            + found[:4]
+            + found[2:16]
         )
 
     def _srv_answer(

@@ -136,15 +136,15 @@ class Responder:
         # fits. `direct` reads the name label by label; the cache only holds questions that were once parsed
         # in full, so its key proves the format.
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
-            name = query[12:-4].lower()
-            made = self.direct.answer(name, query[-4:])
+            made = self.direct.answer(query[12:-4], query[-4:])
             if made is not None:
                 if tcp or len(query) + len(made[1]) <= PLAIN_UDP_LIMIT:
                     (shared, slot), body = made
                     head = shared[0][(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
                     return query[0:2] + head + query[12:] + body, slot, CACHED
                 return self._answer(query, tcp, client)
-            entry = self.cache.get(name + query[-4:])
+            cache = self.cache
+            entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
                 if entry.forward and self.recursion.allows(client):
                     return self._upstream(Query(query, len(query), False), entry)  # the key: all after the header
