@@ -2,7 +2,7 @@
 denial of a name that cannot exist, written from templates. Does no I/O.
 
 These are what pods ask most (with ndots:5, most of their questions are search-path expansions that do not
-exist), and each is asked once per snapshot before it is asked again: on the general path (`records`, then
+exist), and in a large cluster most of them are new to a snapshot: on the general path (`records`, then
 `renderer`) a first question costs some 30 times a cached one, and caching every answer costs memory in
 every process. Here the name is looked up whole in a table of the Services' names built with the snapshot,
 and the answer written as `renderer.encode` writes it: every owner name is the question's by compression
@@ -105,11 +105,9 @@ class Direct:
             else:
                 sp = svc.ports[0]
                 srv = ports.get((sp.name, sp.protocol, sp.port))
-                if srv is None:
-                    port, protocol = ("_" + sp.name.lower()).encode(), ("_" + sp.protocol.lower()).encode()
-                    srv = b""
-                    if len(port) < 64 and len(protocol) < 64:
-                        srv = struct.pack("!HB", sp.port, len(port)) + port + bytes((len(protocol),)) + protocol
+                if srv is None:  # the labels as records.Zone._srv matches them: latin-1, lower-cased
+                    port, protocol = _label("_" + sp.name.lower()), _label("_" + sp.protocol.lower())
+                    srv = struct.pack("!H", sp.port) + port + protocol if port and protocol else b""
                     ports[(sp.name, sp.protocol, sp.port)] = srv
                 names[key] = self._a + aton(ips[0]) + srv
         return names
