@@ -132,9 +132,11 @@ class Direct:
         """The answer to the question of `name` (in wire form, in any letter case) and `tail` (its type and
         class), or None when it takes the general path."""
         found = self.names.get(name)
-        if found is None:  # asked in capitals, or not a Service's name
-            name = name.lower()
-            found = self.names.get(name)
+        if found is None:  # not a Service's name, or one asked in capitals
+            lowered = name.lower()
+            if lowered != name:
+                name = lowered
+                found = self.names.get(name)
         if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
             if tail == _A_IN:
                 return self._one_a, found[:16]
@@ -149,6 +151,17 @@ class Direct:
             return None
         if found is not None:
             return self._service(name, qtype, 0, found)
+        if name.endswith(self.svc_wire) and len(name) <= 255:
+            # _<port>._<proto>.<svc>.<ns>.svc.<zone>: a Service's name (the table's keys are whole names) after
+            # two labels, whose lengths are checked here
+            at = name[0] + 1
+            if 1 < at < 65 and at < len(name) and 0 < name[at] < 64:
+                at += name[at] + 1
+                found = self.names.get(name[at:])
+                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[18:]:
+                    return self._one_srv(name, at, found)
+                if found is not None:
+                    return self._service(name, qtype, at, found)
         # Any other name of the zone, read label by label as CoreDNS parse.go does: how many labels there are
         # below the zone, and the last of them.
         zone_at = len(name) - len(self.zone_wire)
@@ -164,17 +177,9 @@ class Direct:
             return None
         tree = name[last + 1 : zone_at]
         if tree == b"svc":
-            if labels == 5:  # _<port>._<proto>.<svc>.<ns>.svc: the Service's name after two labels
-                at = name[0] + 1
-                at += name[at] + 1
-                found = self.names.get(name[at:])
-                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[18:]:
-                    return self._one_srv(name, at, found)
-                if found is not None:
-                    return self._service(name, qtype, at, found)
-            elif labels < 5 and labels != 3:  # the svc tree, a namespace, an endpoint: the general path
+            if labels < 5 and labels != 3:  # the svc tree, a namespace, an endpoint: the general path
                 return None
-            # 3 and 5: no such Service; more: no such name
+            # 3 and 5: no such Service (both looked up above); more: no such name
         elif tree in _NOT_NONE:
             return None
         return self._kind(_NXDOMAIN, qtype), self._soa_at(12 + zone_at)

@@ -276,7 +276,7 @@ def test_raw_questions(zone: Zone) -> None:
                 assert same(direct.respond(query, tcp)) == same(general.respond(query, tcp)), query.hex()
 
 
-@pytest.mark.parametrize("domain", ["example.org", "k8s", "svc.local", "dns.corp", "a.b.c.d"])
+@pytest.mark.parametrize("domain", ["example.org", "k8s", "svc.local", "dns.corp", "a.b.c.d", "x.svc", "svc"])
 def test_other_cluster_domains(tmp_path: Path, domain: str) -> None:
     """The same bytes in a cluster zone of another name, even one whose labels are those of the tree."""
     zones = tmp_path / "zones"
