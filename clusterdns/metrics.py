@@ -34,9 +34,9 @@ PROTOS = ("udp", "tcp")
 BUCKET_BASE_NS = 250_000
 BUCKETS = 16
 NO_ZONE = 3  # the zone label "." (the last of zone_labels): what no zone of ours answered
-# How respond() found an answer, for counting: from the raw question (the fast path: a cached answer to a
-# plain query), after reading the query in full (the answer cache, or a reply of only a header), or built
-# now (a miss of the answer cache).
+# How respond() found an answer, for counting: from the raw question (the fast path: a plain query answered
+# from the answer cache or straight from the snapshot's table, direct.py), after reading the query in full
+# (the same, or a reply of only a header), or built now by the general path (a miss of the answer cache).
 CACHED, READ, BUILT = 0, 1, 2
 
 

@@ -111,7 +111,8 @@ class Zone:
         }
         self._ready: dict[tuple[str, str], list[Ready]] = {}
         self._endpoint_ptrs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (IP, PTR target) per service
-        self.ptr: dict[str, list[str]] = {}
+        self.by_cluster_ip: dict[str, Service] = {}  # the Service a cluster IP names (the first that has it)
+        self.ptr: dict[str, list[str]] = {}  # the names of other ready endpoint IPs
         self.pod_ips: set[tuple[str, str]] = set()  # (namespace, IP) of every Pod, for pods verified
         if pods == "verified":
             self.pod_ips = {(p.namespace, ip) for p in registry.pods.values() for ip in p.ips}
@@ -135,20 +136,19 @@ class Zone:
     def _index_reverse(self, previous: Zone | None) -> None:
         """Cluster IPs name their service; other ready endpoint IPs name `<endpoint>.<svc>.<ns>.svc.<zone>`,
         once per service that has them (CoreDNS plugin/kubernetes/reverse.go: cluster IPs first)."""
-        ptr = self.ptr
+        by_cluster_ip = self.by_cluster_ip
         endpoints: dict[str, list[str]] = {}
         with_endpoints = self.registry.endpoints
         for key, svc in self.services.items():
             if svc.type == EXTERNAL_NAME:
                 continue
-            base = f"{svc.name}.{svc.namespace}.svc.{self.domain}"
             if not svc.headless:
                 for ip in svc.cluster_ips:
-                    if ip not in ptr:
-                        ptr[ip] = [base]
+                    by_cluster_ip.setdefault(ip, svc)
             eps = with_endpoints.get(key)
             if not eps:
                 continue
+            base = f"{svc.name}.{svc.namespace}.svc.{self.domain}"
             pairs = None
             if previous is not None and previous.domain == self.domain and previous.registry.endpoints.get(key) is eps:
                 pairs = previous._endpoint_ptrs.get(key)
@@ -171,8 +171,7 @@ class Zone:
                     targets = endpoints.setdefault(ep.ip, [])
                     if target not in targets:
                         targets.append(target)
-        for ip, targets in endpoints.items():
-            ptr.setdefault(ip, targets)
+        self.ptr = {ip: targets for ip, targets in endpoints.items() if ip not in by_cluster_ip}
 
     def service_name(self, svc: Service) -> str:
         return f"{svc.name}.{svc.namespace}.svc.{self.domain}"
@@ -370,7 +369,8 @@ class Zone:
         ip = names.reverse_ip(labels)
         if ip is None:
             return REFUSED
-        targets = self.ptr.get(ip)
+        svc = self.by_cluster_ip.get(ip)
+        targets = [self.service_name(svc)] if svc is not None else self.ptr.get(ip)
         if targets is None and not any(ipaddress.ip_address(ip) in net for net in self.networks):
             return REFUSED
         soa = self.reverse_soa["ip6.arpa" if labels[-2] == "ip6" else "in-addr.arpa"]

@@ -32,6 +32,27 @@ FLAG_AA = 0x0400
 FLAG_TC = 0x0200
 
 
+# An answer's header bytes 2-12 for each (RD, CD) a query sets (index RD | CD << 1), and bytes 4-12 with
+# ARCOUNT + 1, for our OPT.
+Heads = tuple[tuple[bytes, ...], bytes]
+# Shared by every answer with the same flags and counts (a few hundred kinds), not kept per answer.
+_HEADS: dict[bytes, Heads] = {}
+
+
+def heads(head: bytes) -> Heads:
+    """The header variants of an answer whose bytes 2-12 (flags, counts) are `head`, RD and CD clear."""
+    shared = _HEADS.get(head)
+    if shared is None:
+        f1, f2 = head[0], head[1]
+        variants = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + head[2:] for i in range(4))
+        ar = struct.unpack_from("!H", head, 8)[0]
+        shared = (variants, head[2:8] + struct.pack("!H", ar + 1))
+        if len(_HEADS) >= 4096:  # counts are small numbers: never reached by real answers
+            _HEADS.clear()
+        _HEADS[head] = shared
+    return shared
+
+
 class _Writer:
     def __init__(self, question: bytes) -> None:
         self.buf = bytearray(12)

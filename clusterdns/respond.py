@@ -1,11 +1,13 @@
 """Query bytes -> reply bytes: header guard, EDNS0, truncation, and the answer cache. Does no I/O, reads
 no clock and counts nothing: each reply comes with what the server counts it under.
 
-The hot path reads the header and question by hand, finds the encoded answer for the lower-cased
-(name, type, class) in a per-snapshot cache and returns it with only the ID, the RD and CD bits and the
+The hot path reads the header and question by hand, gets the sections after the question for the
+lower-cased (name, type, class) from `direct` (the usual questions, written straight from the snapshot and
+not cached) or from a per-snapshot cache, and returns them with only the ID, the RD and CD bits and the
 question's letter case patched in: names in the answer point at the question by compression, so they
-follow its case too. Any other query is read in full through `wire`; a question not in the cache is
-answered by `records` and written by `renderer`, once; negative answers are cached the same way.
+follow its case too. Any other query is read in full through `wire`; a question neither answered directly
+nor cached is answered by `records` and written by `renderer`, once; negative answers are cached the same
+way.
 
 Header rules (RFC 1035, RFC 6891, and what CoreDNS's server does):
 - QR=1: no reply. Too short to hold a header: no reply.
@@ -26,9 +28,10 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from clusterdns.direct import Direct
 from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
-from clusterdns.renderer import encode
+from clusterdns.renderer import encode, heads
 from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt_record, read_query
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,23 +112,10 @@ class _Entry:
         return self.heads[0][4:6] == b"\0\0"
 
 
-# Header parts shared by every entry with the same flags and counts (a few hundred kinds), not kept per entry.
-_HEADS: dict[bytes, tuple[tuple[bytes, ...], bytes]] = {}
-
-
 def _entry(question: bytes, answer: Answer, slot: int, limit: int = TCP_LIMIT) -> _Entry:
     msg = encode(question, answer, limit)
-    qend = 12 + len(question)
-    shared = _HEADS.get(msg[2:12])
-    if shared is None:
-        f1, f2 = msg[2], msg[3]
-        heads = tuple(bytes((f1 | (i & 1), f2 | (0x10 if i & 2 else 0))) + msg[4:12] for i in range(4))
-        ar = struct.unpack_from("!H", msg, 10)[0]
-        shared = (heads, msg[4:10] + struct.pack("!H", ar + 1))
-        if len(_HEADS) >= 4096:  # counts are small numbers: never reached by real answers
-            _HEADS.clear()
-        _HEADS[msg[2:12]] = shared
-    return _Entry(question, shared[0], shared[1], msg[qend:], len(msg), slot, answer.chase)
+    shared, counts_opt = heads(msg[2:12])
+    return _Entry(question, shared, counts_opt, msg[12 + len(question) :], len(msg), slot, answer.chase)
 
 
 class Responder:
@@ -136,14 +126,23 @@ class Responder:
         self.forwarding = forwarding
         self.recursion = recursion or Recursion()
         self.cache: dict[bytes, _Entry] = {}
+        self.direct = Direct(zone)
 
     def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:
         """The reply to one DNS message from `client`; None when it must be dropped; Forward or Chase when
         the answer needs upstream (forwarding is on and the client may recurse). Everything it decides,
         it decides from this Responder's snapshot."""
-        # Fast path: a plain query (one question, nothing after it) whose answer is cached and fits.
-        # The cache only holds questions that were once parsed in full, so its key proves the format.
+        # Fast path: a plain query (one question, nothing after it) answered directly or from the cache, that
+        # fits. `direct` reads the name label by label; the cache only holds questions that were once parsed
+        # in full, so its key proves the format.
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
+            made = self.direct.answer(query[12:-4], query[-4:])
+            if made is not None:
+                if tcp or len(query) + len(made[1]) <= PLAIN_UDP_LIMIT:
+                    (shared, slot), body = made
+                    head = shared[0][(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
+                    return query[0:2] + head + query[12:] + body, slot, CACHED
+                return self._answer(query, tcp, client)
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
@@ -167,7 +166,7 @@ class Responder:
         if not isinstance(q, Query):  # no reply, or one of only a header
             return q if q is None else (q, counter_slot(NO_ZONE, 0, q[3] & 0xF), READ)
         key = q.key
-        entry = self.cache.get(key)
+        entry = self._direct(key) or self.cache.get(key)
         found = READ
         if entry is None:
             entry, found = self._miss(key), BUILT
@@ -185,6 +184,14 @@ class Responder:
         if q.edns:
             return query[0:2] + head[:2] + entry.counts_opt + query[12:qend] + entry.body + _OPT_RECORDS[q.do]
         return query[0:2] + head + query[12:qend] + entry.body
+
+    def _direct(self, key: bytes) -> _Entry | None:
+        """The entry of a common question, written straight from the snapshot (direct.py) and not cached."""
+        made = self.direct.answer(key[:-4], key[-4:])
+        if made is None:
+            return None
+        ((shared, counts_opt), slot), body = made
+        return _Entry(key, shared, counts_opt, body, 12 + len(key) + len(body), slot)
 
     def _miss(self, key: bytes) -> _Entry:
         qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)

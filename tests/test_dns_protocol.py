@@ -693,17 +693,24 @@ def test_reverse_ip_ascii_digits_only() -> None:
     assert names.reverse_ip(("\xb2", *nibbles[1:], "ip6", "arpa")) is None
 
 
-def broken_server(tmp_path: Path) -> ServerThread:
-    """A server on an empty zone whose every lookup raises."""
+def broken_responder(tmp_path: Path) -> Responder:
+    """A Responder on an empty zone whose every answer raises: the zone's lookups and the direct answers."""
     zones = tmp_path / "zones"
     zones.mkdir()
     zone = load_zone(zones, Config())
 
-    def broken(labels: tuple[str, ...], qtype: int, depth: int = 0) -> None:
+    def broken(*args: object) -> None:
         raise RuntimeError("injected failure")
 
     zone.lookup = broken  # type: ignore[method-assign,assignment]
-    return ServerThread(Responder(zone), "127.0.0.1", 0)
+    responder = Responder(zone)
+    responder.direct.answer = broken  # type: ignore[method-assign,assignment]
+    return responder
+
+
+def broken_server(tmp_path: Path) -> ServerThread:
+    """A server on an empty zone whose every lookup raises."""
+    return ServerThread(broken_responder(tmp_path), "127.0.0.1", 0)
 
 
 def test_unexpected_failures_logged_at_most_once_per_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -736,15 +743,7 @@ def test_unexpected_failures_logged_at_most_once_per_interval(tmp_path: Path, ca
 def test_unexpected_failure_servfail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A failure inside the handler is answered SERVFAIL with RD and CD copied, logged once with the query
     (not again for the same cause right after), and the server goes on answering, over UDP and TCP."""
-    zones = tmp_path / "zones"
-    zones.mkdir()
-    zone = load_zone(zones, Config())
-
-    def broken(labels: tuple[str, ...], qtype: int, depth: int = 0) -> None:
-        raise RuntimeError("injected failure")
-
-    zone.lookup = broken  # type: ignore[method-assign,assignment]
-    thread = ServerThread(Responder(zone), "127.0.0.1", 0)
+    thread = broken_server(tmp_path)
     server = thread.start()
     try:
         sent = []

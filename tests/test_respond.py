@@ -102,9 +102,9 @@ def test_malformed_and_dropped(responder: Responder) -> None:
 
 
 def test_what_the_server_counts(tmp_path: Path) -> None:
-    """Each reply comes with its request counter (zone, type, rcode) and how it was found: built on the first
-    question, from the raw bytes for a plain query after, read in full with EDNS; a header-only reply
-    counts under no zone."""
+    """Each reply comes with its request counter (zone, type, rcode) and how it was found: from the raw bytes
+    for a plain query (answered directly, or from the answer cache), read in full with EDNS, built on the
+    first question the general path answers; a header-only reply counts under no zone."""
     zones = tmp_path / "zones"
     zones.mkdir()
     write_files(zones, CLUSTER)
@@ -112,10 +112,17 @@ def test_what_the_server_counts(tmp_path: Path) -> None:
     nginx = counter_slot(0, dns.rdatatype.A, dns.rcode.NOERROR)
     plain = make_query("my-nginx.default.svc.cluster.local.", "A", edns=False).to_wire()
     edns = make_query("MY-nginx.default.svc.cluster.local.", "A").to_wire()
-    assert [responder.respond(q)[1:] for q in (plain, plain, edns)] == [(nginx, BUILT), (nginx, CACHED), (nginx, READ)]
+    assert [responder.respond(q)[1:] for q in (plain, plain, edns)] == [(nginx, CACHED), (nginx, CACHED), (nginx, READ)]
     missing = make_query("nosuch.default.svc.cluster.local.", "AAAA", edns=False).to_wire()
-    assert responder.respond(missing)[1:] == (counter_slot(0, dns.rdatatype.AAAA, dns.rcode.NXDOMAIN), BUILT)
+    assert responder.respond(missing)[1:] == (counter_slot(0, dns.rdatatype.AAAA, dns.rcode.NXDOMAIN), CACHED)
+    ptr = counter_slot(1, dns.rdatatype.PTR, dns.rcode.NOERROR)
     reverse = make_query("1.0.0.10.in-addr.arpa.", "PTR", edns=False).to_wire()
-    assert responder.respond(reverse)[1:] == (counter_slot(1, dns.rdatatype.PTR, dns.rcode.NOERROR), BUILT)
+    reverse_edns = make_query("1.0.0.10.in-addr.arpa.", "PTR").to_wire()
+    assert [responder.respond(q)[1:] for q in (reverse, reverse, reverse_edns)] == [
+        (ptr, BUILT),
+        (ptr, CACHED),
+        (ptr, READ),
+    ]
+    assert len(responder.cache) == 1  # only what the general path built
     formerr = plain[:4] + b"\x00\x02" + plain[6:]
     assert responder.respond(formerr)[1:] == (counter_slot(NO_ZONE, 0, dns.rcode.FORMERR), READ)

@@ -384,9 +384,9 @@ def test_workers_all_answer_and_exit_with_the_parent(
 
 
 def test_counts_exact_under_udp_and_tcp_at_once(start: Callable[..., Served], shipped: Path) -> None:
-    """Queries answered at the same time by the UDP thread and over TCP (each a different name: built, not
-    cached) are all counted, in the request counters, the histogram and the cache misses, and /metrics
-    answers 200 throughout."""
+    """Queries answered at the same time by the UDP thread and over TCP (each a different endpoint name: built
+    by the general path, not cached) are all counted, in the request counters, the histogram and the cache
+    misses, and /metrics answers 200 throughout."""
     served = start(shipped)
     served.wait_ready()
     per_thread = 400
@@ -394,7 +394,7 @@ def test_counts_exact_under_udp_and_tcp_at_once(start: Callable[..., Served], sh
 
     def ask(tcp: bool) -> None:
         for i in range(per_thread):
-            name = f"n{i}-{'t' if tcp else 'u'}.default.svc.cluster.local"
+            name = f"n{i}-{'t' if tcp else 'u'}.web.default.svc.cluster.local"
             if served.ask(name, "A", tcp=tcp, timeout=2) is None:
                 failed.append(name)
 

@@ -1,0 +1,271 @@
+"""The common questions answered straight from the snapshot: a Service's addresses and SRV records, and the
+denial of a name that cannot exist, written from templates. Does no I/O.
+
+These are what pods ask most (with ndots:5, most of their questions are search-path expansions that do not
+exist), and in a large cluster most of them are new to a snapshot: on the general path (`records`, then
+`renderer`) a first question costs some 30 times a cached one, and caching every answer costs memory in
+every process. Here the name is looked up whole in a table of the Services' names built with the snapshot,
+and the answer written as `renderer.encode` writes it: every owner name is the question's by compression
+(`c00c`, or a pointer to the Service's or the zone's name inside the question), and so are the SOA's
+names. The bytes are those of the general path, by construction and by test (tests/test_direct.py compares
+the two over every shape, letter case, flag and EDNS variant).
+
+Anything else gets None and takes the general path: names outside the cluster zone, endpoints, pods,
+namespaces and the zone's own names, ExternalName and headless Services, zone transfers and classes other
+than IN, and the denial of a name under `dns` or `hostmaster` (the SOA's names would compress into it).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import dns.rdatatype
+
+from clusterdns.metrics import counter_slot
+from clusterdns.model import EXTERNAL_NAME, Service, ServicePort
+from clusterdns.records import Zone
+from clusterdns.renderer import Heads, heads
+
+A = dns.rdatatype.A
+AAAA = dns.rdatatype.AAAA
+SRV = dns.rdatatype.SRV
+SOA = dns.rdatatype.SOA
+_ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+_A_IN = struct.pack("!HH", A, 1)  # type and class at the end of a question
+_AAAA_IN = struct.pack("!HH", AAAA, 1)
+_SRV_IN = struct.pack("!HH", SRV, 1)
+# The label right above the zone (CoreDNS parse.go) that names something other than "no such name" takes
+# the general path; `dns` and `hostmaster` also begin the SOA's MNAME and RNAME.
+_NOT_NONE = (b"svc", b"pod", b"dns", b"dns-version", b"hostmaster")
+
+# Header bytes 2-12 (flags, counts) of our answers, RD and CD clear: QR, AA, rcode; QDCOUNT 1.
+_NODATA = b"\x84\x00\x00\x01\x00\x00\x00\x01\x00\x00"
+_NXDOMAIN = b"\x84\x03\x00\x01\x00\x00\x00\x01\x00\x00"
+
+# What respond() needs of an answer besides its sections: its header for each (RD, CD), its counts with
+# our OPT, and its request counter (metrics.counter_slot).
+Kind = tuple[Heads, int]
+Made = tuple[Kind, bytes]
+
+
+class Direct:
+    """Writes the common answers of one Zone. Build it with the Zone: it indexes every Service's name."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.services = zone.services
+        self.zone_wire = b"".join(bytes((len(x),)) + x.encode("latin-1") for x in zone.labels) + b"\0"
+        self.svc_wire = b"\x03svc" + self.zone_wire
+        ttl = struct.pack("!I", zone.ttl)
+        self._a = b"\xc0\x0c" + _A_IN + ttl + b"\x00\x04"  # an A record owned by the question's name
+        self._aaaa = b"\xc0\x0c" + _AAAA_IN + ttl + b"\x00\x10"
+        self._srv = b"\xc0\x0c" + struct.pack("!HH", SRV, 1) + ttl
+        mname, rname, *numbers = zone.soa.rdata
+        ns, dns_ = mname.split(".")[:2]
+        hostmaster = rname.split(".")[0]
+        # The SOA of a denial, cut where its names point at the zone's name in the question.
+        self._soa = (
+            struct.pack("!HHIH", SOA, 1, zone.soa.ttl, 7 + len(ns) + len(dns_) + len(hostmaster) + 20),
+            bytes((len(ns),)) + ns.encode() + bytes((len(dns_),)) + dns_.encode(),
+            bytes((len(hostmaster),)) + hostmaster.encode(),
+            struct.pack("!IIIII", *numbers),
+        )
+        self._denials: dict[int, bytes] = {}  # the SOA, by the offset of the zone's name in the message
+        self._kinds: dict[tuple[bytes, int], Kind] = {}
+        self._one_a = self._kind(_counts(1, 0), A)
+        self._no_aaaa = self._kind(_NODATA, AAAA)
+        self._srv_one = self._kind(_counts(1, 1), SRV)
+        self.names = self._index(zone)
+
+    def _index(self, zone: Zone) -> dict[bytes, bytes | Service]:
+        """Every Service's name as a question spells it (`<svc>.<ns>.svc.<zone>` in wire form), with what
+        answers the usual questions: for a Service with one IPv4 cluster IP (most), its A record as an answer
+        writes it (owned by the question's name: 16 bytes), and when it has one named port, that port's
+        number and SRV labels (`_<port>._<proto>`, lower-cased); the Service itself for the others."""
+        names: dict[bytes, bytes | Service] = {}
+        aton = socket.inet_aton
+        tails: dict[str, bytes] = {}  # `<ns>.svc.<zone>` in wire form, by namespace
+        ports: dict[tuple[str, str, int], bytes] = {}  # a few kinds of port, shared by many Services
+        for (namespace, name), svc in zone.services.items():
+            tail = tails.get(namespace)
+            if tail is None:
+                label = _label(namespace)
+                tail = tails[namespace] = label + self.svc_wire if label else b""
+            if not tail or len(name) > 63:  # no question spells it
+                continue
+            try:
+                key = (chr(len(name)) + name).encode("latin-1") + tail
+            except UnicodeEncodeError:  # nor this
+                continue
+            ips = svc.cluster_ips
+            if len(ips) != 1 or svc.headless or svc.type == EXTERNAL_NAME or ":" in ips[0]:
+                names[key] = svc
+            elif len(svc.ports) != 1 or not svc.ports[0].name:
+                names[key] = self._a + aton(ips[0])
+            else:
+                sp = svc.ports[0]
+                srv = ports.get((sp.name, sp.protocol, sp.port))
+                if srv is None:  # the labels as records.Zone._srv matches them: latin-1, lower-cased
+                    port, protocol = _label("_" + sp.name.lower()), _label("_" + sp.protocol.lower())
+                    srv = struct.pack("!H", sp.port) + port + protocol if port and protocol else b""
+                    ports[(sp.name, sp.protocol, sp.port)] = srv
+                names[key] = self._a + aton(ips[0]) + srv
+        return names
+
+    def _kind(self, head: bytes, qtype: int) -> Kind:
+        kind = self._kinds.get((head, qtype))
+        if kind is None:
+            kind = self._kinds[(head, qtype)] = (heads(head), counter_slot(0, qtype, head[1] & 0xF))
+        return kind
+
+    def _soa_at(self, zone_at: int) -> bytes:
+        """The authority section of a denial: the zone's SOA, its names pointing at the zone's name in the
+        question, at offset `zone_at` of the message."""
+        soa = self._denials.get(zone_at)
+        if soa is None:
+            fixed, mname, rname, numbers = self._soa
+            to_zone = struct.pack("!H", 0xC000 | zone_at)
+            soa = self._denials[zone_at] = to_zone + fixed + mname + to_zone + rname + to_zone + numbers
+        return soa
+
+    def answer(self, name: bytes, tail: bytes) -> Made | None:
+        """The answer to the question of `name` (in wire form, in any letter case) and `tail` (its type and
+        class), or None when it takes the general path."""
+        found = self.names.get(name)
+        if found is None:  # not a Service's name, or one asked in capitals
+            lowered = name.lower()
+            if lowered != name:
+                name = lowered
+                found = self.names.get(name)
+        if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
+            if tail == _A_IN:
+                return self._one_a, found[:16]
+            if tail == _AAAA_IN:
+                return self._no_aaaa, self._soa_at(12 + len(name) - len(self.zone_wire))
+            if tail == _SRV_IN and len(found) > 16:
+                return self._one_srv(name, 0, found)
+        if len(tail) != 4 or tail[2:] != b"\x00\x01" or not name.endswith(self.zone_wire):
+            return None
+        qtype = tail[0] << 8 | tail[1]
+        if qtype in _ZONE_TRANSFER:
+            return None
+        if found is not None:
+            return self._service(name, qtype, 0, found)
+        if name.endswith(self.svc_wire) and len(name) <= 255:
+            # _<port>._<proto>.<svc>.<ns>.svc.<zone>: a Service's name (the table's keys are whole names) after
+            # two labels, whose lengths are checked here
+            at = name[0] + 1
+            if 1 < at < 65 and at < len(name) and 0 < name[at] < 64:
+                at += name[at] + 1
+                found = self.names.get(name[at:])
+                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[18:]:
+                    return self._one_srv(name, at, found)
+                if found is not None:
+                    return self._service(name, qtype, at, found)
+        # Any other name of the zone, read label by label as CoreDNS parse.go does: how many labels there are
+        # below the zone, and the last of them.
+        zone_at = len(name) - len(self.zone_wire)
+        i = labels = last = 0
+        while i < zone_at:
+            length = name[i]
+            if length == 0 or length > 63:
+                return None
+            last = i
+            labels += 1
+            i += length + 1
+        if i != zone_at or not labels or len(name) > 255:
+            return None
+        tree = name[last + 1 : zone_at]
+        if tree == b"svc":
+            if labels < 5 and labels != 3:  # the svc tree, a namespace, an endpoint: the general path
+                return None
+            # 3 and 5: no such Service (both looked up above); more: no such name
+        elif tree in _NOT_NONE:
+            return None
+        return self._kind(_NXDOMAIN, qtype), self._soa_at(12 + zone_at)
+
+    def _service(self, name: bytes, qtype: int, at: int, found: bytes | Service) -> Made | None:
+        """The answer for a Service whose name starts at `at` of the question's name: `<svc>.<ns>.svc.<zone>`
+        (at 0) or `_<port>._<proto>.<svc>.<ns>.svc.<zone>`, as records.Zone._service gives it for a
+        Service with cluster IPs."""
+        svc: Service | None = None
+        if isinstance(found, bytes):
+            addresses = [(False, found[12:16])]
+        else:
+            svc = found
+            if svc.headless or not svc.cluster_ips or svc.type == EXTERNAL_NAME:
+                return None
+            addresses = [
+                (":" in ip, socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip))
+                for ip in dict.fromkeys(svc.cluster_ips)
+            ]
+        if at or qtype == SRV:
+            if svc is None:
+                end = at + 1 + name[at]
+                svc = self.services[
+                    (name[end + 1 : -len(self.svc_wire)].decode("latin-1"), name[at + 1 : end].decode("latin-1"))
+                ]
+            ports = svc.ports
+            if at:  # `_<port>._<proto>` as CoreDNS reads them: the underscore optional, empty matching any
+                port = name[1 : 1 + name[0]].decode("latin-1").removeprefix("_")
+                protocol = name[2 + name[0] : at].decode("latin-1").removeprefix("_")
+                ports = tuple(
+                    sp
+                    for sp in ports
+                    if (not port or port == sp.name.lower()) and (not protocol or protocol == sp.protocol.lower())
+                )
+                if not ports:  # CoreDNS: an unmatched port is NXDOMAIN
+                    head = _NODATA if not port and not protocol else _NXDOMAIN
+                    return self._kind(head, qtype), self._soa_at(12 + len(name) - len(self.zone_wire))
+            if qtype == SRV and ports:
+                return self._srv_answer(name, at, svc, ports, addresses)
+        if qtype in (A, AAAA):
+            want6 = qtype == AAAA
+            owned = self._aaaa if want6 else self._a
+            records = [owned + packed for is6, packed in addresses if is6 == want6]
+            if records:
+                return self._kind(_counts(len(records), 0), qtype), b"".join(records)
+        # NODATA: an address family the Service lacks, another type, or SRV of a Service without ports
+        return self._kind(_NODATA, qtype), self._soa_at(12 + len(name) - len(self.zone_wire))
+
+    def _one_srv(self, name: bytes, at: int, found: bytes) -> Made:
+        """The SRV answer for the one port of a Service with one IPv4 cluster IP, from its entry in the table
+        (`_srv_answer` for that case: weight 100)."""
+        target = name[at:]
+        return self._srv_one, (
+            self._srv
+            + struct.pack("!HHH", 6 + len(target), 0, 100)
+            + found[16:18]
+            + target
+            + struct.pack("!H", 0xC000 | (12 + at))
+            + found[2:16]
+        )
+
+    def _srv_answer(
+        self, name: bytes, at: int, svc: Service, ports: tuple[ServicePort, ...], addresses: list[tuple[bool, bytes]]
+    ) -> Made:
+        """SRV as records.Zone._srv writes them for a Service with cluster IPs: priority 0, weight 100 / (ports x
+        cluster IPs), one record per port number to the Service's name (written whole, RFC 2782), whose
+        addresses go in additional under a pointer to that name in the question."""
+        target = name[at:]
+        fixed = self._srv + struct.pack("!HHH", 6 + len(target), 0, max(1, 100 // (len(ports) * len(svc.cluster_ips))))
+        to_target = struct.pack("!H", 0xC000 | (12 + at))
+        numbers = dict.fromkeys(sp.port for sp in ports)
+        records = [fixed + struct.pack("!H", number) + target for number in numbers]
+        records.extend(to_target + (self._aaaa if is6 else self._a)[2:] + packed for is6, packed in addresses)
+        return self._kind(_counts(len(numbers), len(addresses)), SRV), b"".join(records)
+
+
+def _label(text: str) -> bytes:
+    """`text` as a label in wire form; b"" when no question can spell it (longer than 63, not latin-1: the
+    manifests' checks keep such names out)."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return b""
+    return bytes((len(raw),)) + raw if len(raw) < 64 else b""
+
+
+def _counts(answers: int, additional: int) -> bytes:
+    """Header bytes 2-12 of an answer with records, RD and CD clear."""
+    return struct.pack("!BBHHHH", 0x84, 0, 1, answers, 0, additional)
