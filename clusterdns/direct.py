@@ -72,7 +72,7 @@ class Direct:
         )
         self._denials: dict[int, bytes] = {}  # the SOA, by the offset of the zone's name in the message
         self._kinds: dict[tuple[bytes, int], Kind] = {}
-        self._one_a = self._kind(_counts(1, 0), A)
+        self.one_a = self._kind(_counts(1, 0), A)
         self._no_aaaa = self._kind(_NODATA, AAAA)
         self._srv_one = self._kind(_counts(1, 1), SRV)
         self.names = self._index(zone)
@@ -139,7 +139,7 @@ class Direct:
                 found = self.names.get(name)
         if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
             if tail == _A_IN:
-                return self._one_a, found[:16]
+                return self.one_a, found[:16]
             if tail == _AAAA_IN:
                 return self._no_aaaa, self._soa_at(12 + len(name) - len(self.zone_wire))
             if tail == _SRV_IN and len(found) > 16:
