@@ -28,7 +28,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from clusterdns.direct import Direct
+from clusterdns.direct import Direct, Made
 from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
 from clusterdns.renderer import encode, heads
@@ -37,6 +37,7 @@ from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
+DIRECT_KEPT = 10_000  # bound on direct answers (other than a Service's A) kept per snapshot: about 2.5 MB
 TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
@@ -131,6 +132,9 @@ class Responder:
         # The A record of a Service with one IPv4 cluster IP, as direct.answer writes it, in respond's own hands.
         self._names = self.direct.names
         (self._a_heads, _), self._a_slot = self.direct.one_a
+        # The other direct answers (AAAA, SRV, denials) cost 1.5-2 us more to write than to look up: the first
+        # DIRECT_KEPT questions asked keep theirs, as asked (never evicted, so a small zone keeps all of them).
+        self._made: dict[bytes, Made] = {}
 
     def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:
         """The reply to one DNS message from `client`; None when it must be dropped; Forward or Chase when
@@ -148,7 +152,12 @@ class Responder:
                     self._a_slot,
                     CACHED,
                 )
-            made = self.direct.answer(name, tail)
+            question = query[12:]
+            made = self._made.get(question)
+            if made is None:
+                made = self.direct.answer(name, tail)
+                if made is not None and len(self._made) < DIRECT_KEPT:
+                    self._made[question] = made
             if made is not None:
                 if tcp or len(query) + len(made[1]) <= PLAIN_UDP_LIMIT:
                     (shared, slot), body = made
