@@ -32,7 +32,7 @@ AAAA = dns.rdatatype.AAAA
 SRV = dns.rdatatype.SRV
 SOA = dns.rdatatype.SOA
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
-_A_IN = struct.pack("!HH", A, 1)  # type and class at the end of a question
+A_IN = struct.pack("!HH", A, 1)  # type and class at the end of a question (the most asked: respond uses it)
 _AAAA_IN = struct.pack("!HH", AAAA, 1)
 _SRV_IN = struct.pack("!HH", SRV, 1)
 # The label right above the zone (CoreDNS parse.go) that names something other than "no such name" takes
@@ -57,7 +57,7 @@ class Direct:
         self.zone_wire = b"".join(bytes((len(x),)) + x.encode("latin-1") for x in zone.labels) + b"\0"
         self.svc_wire = b"\x03svc" + self.zone_wire
         ttl = struct.pack("!I", zone.ttl)
-        self._a = b"\xc0\x0c" + _A_IN + ttl + b"\x00\x04"  # an A record owned by the question's name
+        self._a = b"\xc0\x0c" + A_IN + ttl + b"\x00\x04"  # an A record owned by the question's name
         self._aaaa = b"\xc0\x0c" + _AAAA_IN + ttl + b"\x00\x10"
         self._srv = b"\xc0\x0c" + struct.pack("!HH", SRV, 1) + ttl
         mname, rname, *numbers = zone.soa.rdata
@@ -138,7 +138,7 @@ class Direct:
                 name = lowered
                 found = self.names.get(name)
         if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
-            if tail == _A_IN:
+            if tail == A_IN:
                 return self.one_a, found[:16]
             if tail == _AAAA_IN:
                 return self._no_aaaa, self._soa_at(12 + len(name) - len(self.zone_wire))

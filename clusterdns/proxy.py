@@ -220,7 +220,7 @@ class Proxy:
     def stop(self) -> None:
         """Remove the table and every address this process claimed."""
         try:
-            _nft(f"add table {TABLE}\ndelete table {TABLE}\n")
+            _drop_table()
         except ProxyError as exc:
             log.error("proxy: %s", exc)
         if self.claimed:
@@ -373,9 +373,14 @@ def _first_load(registry: Registry, node: Node) -> tuple[Ruleset, float, int]:
         _nft(texts[-1])
     except ProxyError:
         with contextlib.suppress(ProxyError):
-            _nft(f"add table {TABLE}\ndelete table {TABLE}\n")
+            _drop_table()
         raise
     return Ruleset(node, shares), build, sum(map(len, texts))
+
+
+def _drop_table() -> None:
+    """Remove the table, whatever is in it (adding it first makes the delete valid when there is none)."""
+    _nft(f"add table {TABLE}\ndelete table {TABLE}\n")
 
 
 def _nft(text: str) -> None:

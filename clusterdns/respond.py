@@ -28,7 +28,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from clusterdns.direct import Direct, Made
+from clusterdns.direct import A_IN, Direct, Made
 from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
 from clusterdns.renderer import encode, heads
@@ -43,7 +43,6 @@ OPT = dns.rdatatype.OPT
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 _OPT_RECORDS = (opt_record(False), opt_record(True))  # our OPT, by the client's DO bit
-_A_IN = b"\x00\x01\x00\x01"  # type A, class IN: the end of the question most asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +145,7 @@ class Responder:
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             name, tail = query[12:-4], query[-4:]
             found = self._names.get(name)
-            if type(found) is bytes and tail == _A_IN:  # most questions: `direct`'s first case, written out here
+            if type(found) is bytes and tail == A_IN:  # most questions: `direct`'s first case, written out here
                 return (
                     query[0:2] + self._a_heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + found[:16],
                     self._a_slot,

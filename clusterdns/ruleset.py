@@ -249,7 +249,7 @@ class _Family:
     endpoints: str
     nodeport_endpoints: str
     nodeports: str
-    picks: tuple[tuple[str, str, str], ...]  # [n]: the verdicts to the pick chains of n, by PICK_KINDS
+    picks: tuple[tuple[str, ...], ...]  # [n]: the verdicts to the pick chains of n, by PICK_KINDS
 
 
 _FAMILIES = {
@@ -262,9 +262,7 @@ _FAMILIES = {
         f"service-endpoints{f}",
         f"nodeport-endpoints{f}",
         f"service-nodeports{f}",
-        tuple(
-            (f"goto pick{f}-{n}", f"goto external-pick{f}-{n}", f"goto nodeport-pick{f}-{n}") for n in range(PICKS + 1)
-        ),
+        tuple(tuple(f"goto {kind}pick{f}-{n}" for kind in PICK_KINDS) for n in range(PICKS + 1)),
     )
     for f in ("", "6")
 }
