@@ -3,6 +3,7 @@
 
     python tests/bench/bench_dns.py [--sizes 1000,10000,100000] [--seconds 10] [--modes udp,tcp]
         [--workers N] [--peers BIND,Knot,NSD,dnsmasq] [--dnsmasq-max 10000] [--check-size 100000]
+        [--baseline DIR]
 
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
 (BIND, Knot and NSD, each authoritative for it) and host-record/srv-host lines (dnsmasq). The query mix
@@ -22,7 +23,9 @@ The servers are started one at a time. For each, the table shows:
 - memory: the Pss of the server and all its processes (clusterdns' workers, NSD's servers), read from
   /proc/PID/smaps_rollup after every measured run of that size.
 "clusterdns -m" is clusterdns with --http off: no metrics, so no counting; its row shows what counting
-costs. dnsmasq searches its host records linearly: it is skipped above `--dnsmasq-max` Services.
+costs. With `--baseline DIR`, "clusterdns before" is the clusterdns of the checkout DIR (a git worktree of
+an earlier commit), measured in the same run, to see whether a change made anything slower. dnsmasq
+searches its host records linearly: it is skipped above `--dnsmasq-max` Services.
 
 Then `clusterdns check` runs on `--check-size` Services with the default service CIDR (10.0.0.0/16),
 so every cluster IP past it is a problem (34,720 at 100,000 Services): its time, its peak RSS (the
@@ -126,18 +129,23 @@ class Server:
     port: int
     log: str
     env: dict[str, str] | None = None
+    cwd: str | None = None  # clusterdns: its checkout (`python -m` puts the working directory first on sys.path)
     proc: subprocess.Popen[bytes] | None = None
     startup: float = NAN
     cold: dict[str, float] = dataclasses.field(default_factory=dict)
     pss_mb: float = NAN
 
 
-def servers_for(fx: str, peers: list[str], workers: int) -> list[Server]:
+def servers_for(fx: str, peers: list[str], workers: int, baseline: str = "") -> list[Server]:
     """clusterdns as it runs by default (metrics on), clusterdns without metrics (to see what counting
-    costs), and the peers, each configured in the fixture directory on its own free port of 127.0.0.1."""
+    costs), the clusterdns of the `baseline` checkout when given (as it runs by default), and the peers,
+    each configured in the fixture directory on its own free port of 127.0.0.1."""
     servers = []
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    for name, http in (("clusterdns", f"127.0.0.1:{free_port()}"), ("clusterdns -m", "off")):
+    ours = [("clusterdns", f"127.0.0.1:{free_port()}", ROOT), ("clusterdns -m", "off", ROOT)]
+    if baseline:
+        ours.append(("clusterdns before", f"127.0.0.1:{free_port()}", baseline))
+    for name, http, root in ours:
+        env = dict(os.environ, PYTHONPATH=root)
         port = free_port()
         state = os.path.join(fx, "state" + name.replace(" ", ""))
         cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
@@ -145,7 +153,7 @@ def servers_for(fx: str, peers: list[str], workers: int) -> list[Server]:
         cmd += ["--http", http, "--lameduck", "0"]
         if workers:
             cmd += ["--workers", str(workers)]
-        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env))
+        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env, cwd=root))
     for peer in peers:
         port = free_port()
         servers.append(Server(peer, PEER_CONFIG[peer](fx, port), port, peer + ".log"))
@@ -209,7 +217,7 @@ def start(server: Server, fx: str, qname: str, expected: str, timeout: float) ->
     log = os.open(os.path.join(fx, server.log), os.O_WRONLY | os.O_CREAT, 0o644)
     t0 = time.monotonic()
     try:
-        server.proc = subprocess.Popen(server.cmd, env=server.env, stdout=log, stderr=log)
+        server.proc = subprocess.Popen(server.cmd, env=server.env, cwd=server.cwd, stdout=log, stderr=log)
     finally:
         os.close(log)
     seconds = first_answer(server.port, qname, expected, server.proc, t0 + timeout)
@@ -377,9 +385,16 @@ def main() -> int:
     parser.add_argument("--dnsmasq-max", type=int, default=10_000, help="skip dnsmasq above this many Services")
     parser.add_argument("--cold", type=int, default=3, help="seconds of the first-use UDP run (no warm-up)")
     parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for a first answer")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="also measure the clusterdns of this checkout (a worktree of an earlier commit) as `clusterdns before`",
+    )
     parser.add_argument("--check-size", type=int, default=100_000, help="Services for `check` (0: no check)")
     parser.add_argument("--check-timeout", type=float, default=120, help="seconds before `check` is killed")
     args = parser.parse_args()
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "clusterdns", "__main__.py")):
+        parser.error(f"--baseline: {args.baseline} holds no clusterdns package")
     peers = [p for p in args.peers.split(",") if p]
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
@@ -399,7 +414,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as fx:
             generate(fx, size)
             here = [p for p in peers if p != "dnsmasq" or size <= args.dnsmasq_max]
-            servers = servers_for(fx, here, args.workers)
+            servers = servers_for(fx, here, args.workers, args.baseline)
             if here != peers:
                 print(f"{size:>6} dnsmasq skipped: above --dnsmasq-max {args.dnsmasq_max} Services", flush=True)
             queries = os.path.join(fx, "queries.txt")
