@@ -34,6 +34,11 @@ SAME = [
     "# c\n---\na: 1\n---\nb: 2\n",
     "kind: Service\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\nspec:\n  ports:\n"
     "  - port: 80\n    targetPort: http\n",
+    # Lines read once, then met again elsewhere: as a compact item, at another indentation, in a sequence.
+    "a:\n- name: a\n  port: 1\n- name: a\n  port: 1\nname: a\n",
+    "a:\n  - name: a\n  -   name: a\n  - - name: a\n  - name: a\n    b: [1]\n",
+    "- - a\n  - b\n- [1, 2]\n- [1, 2]\n- 'x'\n- \"y\"\n- x: [1]\n- ~\n-\n- - - c\n",
+    "- 1\n- yes\n- '1'\n- a: 1\n  b: 2\n- a: 1\n",
 ]
 
 UNSUPPORTED = [
@@ -67,6 +72,16 @@ def test_same_as_pyyaml(text: str) -> None:
     assert fastyaml.load_all(text) == list(yaml.safe_load_all(text))
 
 
+def test_an_error_comes_where_it_always_came() -> None:
+    """A line is read when first seen, but its error is raised only when the reader meets it: a document
+    nested too deep is reported before a bad value in a later document."""
+    deep = "".join(" " * i + "a:\n" for i in range(fastyaml.MAX_DEPTH + 5)) + " " * (fastyaml.MAX_DEPTH + 5) + "b: 1\n"
+    with pytest.raises(fastyaml.TooDeep):
+        fastyaml.load_all(deep + "---\nc: " + "9" * 5000 + "\n")
+    with pytest.raises(ValueError, match="integer"):
+        fastyaml.load_all("c: " + "9" * 5000 + "\n---\n" + deep)
+
+
 def test_repeated_lines_read_alike_and_share_no_collection() -> None:
     """Lines are remembered across documents and files: a text read again (every line now known) still
     reads as PyYAML reads it, and a collection value on a repeated line is a new object each time."""
@@ -77,6 +92,8 @@ def test_repeated_lines_read_alike_and_share_no_collection() -> None:
     first, second = fastyaml.load_all("a: []\nb: [1, 2]\nc: {}\nd:\n- x\n---\na: []\nb: [1, 2]\nc: {}\nd:\n- x\n")
     for key in "abcd":
         assert first[key] == second[key] and first[key] is not second[key], key
+    first, second = fastyaml.load_all("- [1]\n- a: []\n---\n- [1]\n- a: []\n")
+    assert first == second and first[0] is not second[0] and first[1]["a"] is not second[1]["a"]
 
 
 @pytest.mark.parametrize("text", UNSUPPORTED)
