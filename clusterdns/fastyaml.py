@@ -12,6 +12,7 @@ PyYAML's own implicit resolvers and constructors, so the values are the ones PyY
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 import yaml
@@ -43,6 +44,12 @@ _STR = "tag:yaml.org,2002:str"
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _MARKER = re.compile(r"^(---|\.\.\.)(?:[ \t]|$)")
 _COLLECTIONS = (list, dict)  # a tuple: `list | dict` would build a union object at every use
+# A plain scalar that starts with one of these letters is a string: no implicit resolver starts with it
+# (those of bool and null start with one of yYnNtTfFoO). Most values in manifests (names, images) do.
+_STRING_START = frozenset(string.ascii_letters) - frozenset(_RESOLVERS)
+# Digits with two dots or more (IPv4 addresses) are strings too: a float has one dot at most, an int
+# none, and a timestamp needs a dash.
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+)+\.[0-9]+")
 
 
 def _plain(text: str) -> Any:
@@ -52,6 +59,8 @@ def _plain(text: str) -> Any:
         raise Unsupported(text)
     if ": " in text or text.endswith(":") or " #" in text or "\t" in text:
         raise Unsupported(text)
+    if first in _STRING_START or _DOTTED.fullmatch(text):  # no resolver to try
+        return text
     for tag, regexp in _RESOLVERS.get(first, ()):
         if regexp.match(text):
             if tag == _STR:

@@ -39,6 +39,11 @@ SAME = [
     "a:\n  - name: a\n  -   name: a\n  - - name: a\n  - name: a\n    b: [1]\n",
     "- - a\n  - b\n- [1, 2]\n- [1, 2]\n- 'x'\n- \"y\"\n- x: [1]\n- ~\n-\n- - - c\n",
     "- 1\n- yes\n- '1'\n- a: 1\n  b: 2\n- a: 1\n",
+    # Plain scalars known to be strings without trying a resolver, and their neighbours that are not.
+    "a: svc-1\nb: Yes\nc: yes-no\nd: n\ne: N\nf: True1\ng: off\nh: Null\ni: a:b\nj: Xyz # c\nk: ON\nl: e1\n"
+    "m: E5\nn: x1.5\no: évian\np: Ñ\nq: ~x\nr: Nope\ns: nullable\nt: F\nu: false\n",
+    "a: 10.0.1.3\nb: 1.2\nc: 1.2.3\nd: 01.2.3\ne: 1..2\nf: 1.2.\ng: .1.2\nh: 1.2.3e5\ni: 1_0.2.3\nj: 1.2.3:4\n"
+    "k: 1.2e+3\nl: 2001-12-14\nm: 10.0.0.256\nn: +1.2.3\no: 1.2.3.\np: 190:20:30.15\nq: 1.\nr: 0.0.0.0\n",
 ]
 
 UNSUPPORTED = [
@@ -63,6 +68,7 @@ UNSUPPORTED = [
     "a: b\u2029\n",
     "a: \x07\n",
     "x" * 1100 + ": 1\n",  # a key longer than YAML's simple-key limit
+    "a: x:\n",  # a plain scalar may not end with a colon
 ]
 
 
