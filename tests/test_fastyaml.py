@@ -44,6 +44,9 @@ SAME = [
     "m: E5\nn: x1.5\no: évian\np: Ñ\nq: ~x\nr: Nope\ns: nullable\nt: F\nu: false\n",
     "a: 10.0.1.3\nb: 1.2\nc: 1.2.3\nd: 01.2.3\ne: 1..2\nf: 1.2.\ng: .1.2\nh: 1.2.3e5\ni: 1_0.2.3\nj: 1.2.3:4\n"
     "k: 1.2e+3\nl: 2001-12-14\nm: 10.0.0.256\nn: +1.2.3\no: 1.2.3.\np: 190:20:30.15\nq: 1.\nr: 0.0.0.0\n",
+    # Keys read before (not only strings), with new values that are strings, and some that are not.
+    "1: abc\n1.5: abc\nyes: abc\n'q': abc\n-x: abc\nname: abc\n---\n1: abd\n1.5: abd\nyes: abd\n'q': abd\n-x: abd\n"
+    "name:   spaced  \nnamespace: a b\nb: yes\nc: 10.0.0.1\nd: Yes\ne: x #y\n",
 ]
 
 UNSUPPORTED = [
@@ -69,6 +72,9 @@ UNSUPPORTED = [
     "a: \x07\n",
     "x" * 1100 + ": 1\n",  # a key longer than YAML's simple-key limit
     "a: x:\n",  # a plain scalar may not end with a colon
+    "name: a\n---\nname: web: x\n",
+    "name: a\n---\nname: web:\n",
+    "name: a\n---\nname : web\n",
 ]
 
 
