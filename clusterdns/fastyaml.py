@@ -187,8 +187,7 @@ _START = object()  # a `---` line: a document starts
 
 def _entry(content: str) -> tuple[Any, Any]:
     """(key, value) of a mapping line `key: value`, the value _NESTED for `key:`."""
-    first = content[0]
-    if first == "-" and (content == "-" or content[1] == " "):
+    if _is_item(content):
         raise Unsupported(content)
     split = _split_key(content)
     if split is None:
@@ -249,6 +248,7 @@ def _item(indent: int, content: str) -> Any:
 
 
 def _is_item(content: str) -> bool:
+    """Whether `content` is a block sequence's item: `- x`, or `-` with its value below."""
     return content == "-" or content.startswith("- ")
 
 
@@ -322,7 +322,7 @@ class _Reader:
                 item = content[2:]
                 pad = len(item) - len(item.lstrip(" "))
                 item = item[pad:]
-                if item.startswith("- ") or item == "-" or _split_key(item) is not None:
+                if _is_item(item) or _split_key(item) is not None:
                     item = _record(indent + 2 + pad, item)
                 else:
                     item = _scalar(item)
