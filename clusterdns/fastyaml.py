@@ -12,6 +12,7 @@ PyYAML's own implicit resolvers and constructors, so the values are the ones PyY
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 import yaml
@@ -43,10 +44,26 @@ _STR = "tag:yaml.org,2002:str"
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _MARKER = re.compile(r"^(---|\.\.\.)(?:[ \t]|$)")
 _COLLECTIONS = (list, dict)  # a tuple: `list | dict` would build a union object at every use
+# A plain scalar that starts with one of these letters is a string: no implicit resolver starts with it
+# (those of bool and null start with one of yYnNtTfFoO). Most values in manifests (names, images) do.
+_STRING_START = frozenset(string.ascii_letters) - frozenset(_RESOLVERS)
+# Digits with two dots or more (IPv4 addresses) are strings too: a float has one dot at most, an int
+# none, and a timestamp needs a dash.
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+)+\.[0-9]+")
+
+
+def _is_string(text: str) -> bool:
+    """Whether the plain scalar `text` is a string, which _plain gives as it is, known without trying the
+    resolvers: see _STRING_START and _DOTTED."""
+    if text[0] not in _STRING_START and _DOTTED.fullmatch(text) is None:
+        return False
+    return not (": " in text or text[-1] == ":" or " #" in text or "\t" in text)
 
 
 def _plain(text: str) -> Any:
     """A plain scalar's value, resolved as PyYAML's SafeLoader resolves it."""
+    if _is_string(text):
+        return text
     first = text[0]
     if first in _INDICATORS and not (first in "-?:" and len(text) > 1 and text[1] not in " \t"):
         raise Unsupported(text)
@@ -164,15 +181,13 @@ def _split_key(content: str) -> tuple[str, str] | None:
 
 
 _NESTED = object()  # an entry's value is on the lines below: `key:` alone
-_ENTRIES: dict[str, tuple[Any, Any]] = {}
+_LATER = object()  # what the reader reads itself, when it meets the line (see _record)
+_START = object()  # a `---` line: a document starts
 
 
 def _entry(content: str) -> tuple[Any, Any]:
-    """(key, value) of a mapping line `key: value`, the value _NESTED for `key:`. Memoised like scalars
-    (manifests repeat `apiVersion: v1`, `protocol: TCP`... thousands of times), unless the value is a
-    collection, which must be a new one each time."""
-    first = content[0]
-    if first == "-" and (content == "-" or content[1] == " "):
+    """(key, value) of a mapping line `key: value`, the value _NESTED for `key:`."""
+    if _is_item(content):
         raise Unsupported(content)
     split = _split_key(content)
     if split is None:
@@ -183,23 +198,68 @@ def _entry(content: str) -> tuple[Any, Any]:
     key = _scalar(key_text)
     if isinstance(key, _COLLECTIONS):
         raise Unsupported(content)
-    value = _scalar(rest) if rest else _NESTED
-    if not isinstance(value, _COLLECTIONS):
-        if len(_ENTRIES) > 100_000:
-            _ENTRIES.clear()
-        _ENTRIES[content] = (key, value)
-    return key, value
+    return key, _scalar(rest) if rest else _NESTED
+
+
+# A line as the reader takes it: (indent, content, key, value). For `key: value` and `key:`, the key and
+# the value (_NESTED); for a sequence item `- x`, _LATER and what follows the dash (see _item). _LATER in
+# place of a key or a value: the reader reads the content itself when it meets the line, because reading
+# it fails (the error must come when and where it always has) or gives a collection (which must be a new
+# one each time) or is seldom seen (a bare `-`, `- - x`).
+Line = tuple[int, str, Any, Any]
+
+
+def _record(indent: int, content: str) -> Line:
+    """The Line of `content` at `indent`."""
+    if _is_item(content):
+        return (indent, content, _LATER, _item(indent, content))
+    # `key: value` with a key read before and a value that is a string, such as `name: web-7`: what
+    # _entry gives, found with fewer steps. A line of each object's own name or address is always new.
+    i = content.find(": ")
+    if 0 < i <= 1024 and content[0] not in "'\"" and content[i - 1] != " ":
+        key = _MEMO.get(content[:i], _MEMO)
+        value = content[i + 2 :].strip()
+        if key is not _MEMO and value and _is_string(value):
+            return (indent, content, key, value)
+    try:
+        key, value = _entry(content)
+    except Exception:  # not an entry, or an error: the reader raises it when it meets the line
+        return (indent, content, _LATER, _LATER)
+    if isinstance(value, _COLLECTIONS):
+        return (indent, content, _LATER, _LATER)
+    return (indent, content, key, value)
+
+
+def _item(indent: int, content: str) -> Any:
+    """What follows the dash of the sequence item `content`: the Line of a compact mapping (`- name: a`),
+    read as if it started on its own line, or the scalar's value; _LATER as _record says."""
+    item = content[2:]
+    pad = len(item) - len(item.lstrip(" "))
+    item = item[pad:]
+    if _is_item(item):
+        return _LATER
+    try:
+        if _split_key(item) is not None:
+            return _record(indent + 2 + pad, item)
+        value = _scalar(item)
+    except Exception:
+        return _LATER
+    return _LATER if isinstance(value, _COLLECTIONS) else value
+
+
+def _is_item(content: str) -> bool:
+    """Whether `content` is a block sequence's item: `- x`, or `-` with its value below."""
+    return content == "-" or content.startswith("- ")
 
 
 class _Reader:
-    def __init__(self, lines: list[tuple[int, str]]) -> None:
-        self.lines = lines  # (indent, content) with comments and blank lines removed
+    def __init__(self, lines: list[Line]) -> None:
+        self.lines = lines  # comments and blank lines removed
         self.i = 0
         self.depth = 0  # collections open: each is a few frames of recursion
 
     def block(self, indent: int) -> Any:
-        content = self.lines[self.i][1]
-        if content == "-" or content.startswith("- "):
+        if _is_item(self.lines[self.i][1]):
             return self.sequence(indent)
         return self.mapping(indent)
 
@@ -207,10 +267,10 @@ class _Reader:
         """The value after `key:` or `-` with nothing else on the line."""
         if self.i >= len(self.lines):
             return None
-        next_indent, content = self.lines[self.i]
+        next_indent, content, _, _ = self.lines[self.i]
         if next_indent > indent:
             return self.block(next_indent)
-        if allow_sequence and next_indent == indent and (content == "-" or content.startswith("- ")):
+        if allow_sequence and next_indent == indent and _is_item(content):
             return self.sequence(indent)
         return None
 
@@ -222,24 +282,20 @@ class _Reader:
         lines = self.lines
         count = len(lines)
         i = self.i
-        entries = _ENTRIES
         while i < count:
-            line_indent, content = lines[i]
+            line_indent, content, key, value = lines[i]
             if line_indent != indent:
                 if line_indent < indent:
                     break
                 raise Unsupported(content)
-            entry = entries.get(content)
-            if entry is None:
-                entry = _entry(content)
-            key, value = entry
+            if key is _LATER:
+                key, value = _entry(content)
             i += 1
-            if value is not _NESTED:
-                out[key] = value
-            else:
+            if value is _NESTED:
                 self.i = i
-                out[key] = self.nested(indent, allow_sequence=True)
+                value = self.nested(indent, allow_sequence=True)
                 i = self.i
+            out[key] = value
         self.i = i
         self.depth -= 1
         return out
@@ -251,7 +307,7 @@ class _Reader:
         out: list[Any] = []
         lines = self.lines
         while self.i < len(lines):
-            line_indent, content = lines[self.i]
+            line_indent, content, _, item = lines[self.i]
             if line_indent < indent:
                 break
             if line_indent > indent:
@@ -262,16 +318,23 @@ class _Reader:
                 continue
             if not content.startswith("- "):
                 break
-            item = content[2:]
-            pad = len(item) - len(item.lstrip(" "))
-            item = item[pad:]
-            if item.startswith("- ") or item == "-" or _split_key(item) is not None:
-                # A compact nested collection: read it as if it started on its own line.
-                lines[self.i] = (indent + 2 + pad, item)
-                out.append(self.block(indent + 2 + pad))
+            if item is _LATER:
+                item = content[2:]
+                pad = len(item) - len(item.lstrip(" "))
+                item = item[pad:]
+                if _is_item(item) or _split_key(item) is not None:
+                    item = _record(indent + 2 + pad, item)
+                else:
+                    item = _scalar(item)
+                    self.i += 1
+                    out.append(item)
+                    continue
+            if type(item) is tuple:  # a compact nested collection: read it as if it started on its own line
+                lines[self.i] = item
+                out.append(self.block(item[0]))
             else:
                 self.i += 1
-                out.append(_scalar(item))
+                out.append(item)
         self.depth -= 1
         return out
 
@@ -279,17 +342,24 @@ class _Reader:
 _LINES: dict[str, Any] = {}
 
 
-def _line(raw: str) -> tuple[int, str] | None:
-    """(indent, content) of a line that is not a document marker; None for a blank or comment line.
-    Memoised: manifests repeat whole lines, indentation included."""
-    if not raw.isprintable():  # control characters, a byte-order mark, YAML's other line breaks...
+def _line(raw: str) -> Any:
+    """The Line of `raw`; None for a blank or comment line, _START for a document marker. Memoised:
+    manifests repeat whole lines, indentation included."""
+    if raw and (raw[0] == "-" or raw[0] == ".") and _MARKER.match(raw):
+        if raw.startswith("..."):
+            raise Unsupported("document end marker")
+        if _strip_comment(raw[3:]).strip():
+            raise Unsupported("content after a document marker")
+        line: Any = _START
+    elif not raw.isprintable():  # control characters, a byte-order mark, YAML's other line breaks...
         raise Unsupported("a character that is not printable")
-    stripped = raw.lstrip(" ")
-    line = None
-    if stripped and stripped[0] != "#":
-        content = _strip_comment(stripped) if "#" in stripped else stripped.rstrip(" ")
-        if content:
-            line = (len(raw) - len(stripped), content)
+    else:
+        stripped = raw.lstrip(" ")
+        line = None
+        if stripped and stripped[0] != "#":
+            content = _strip_comment(stripped) if "#" in stripped else stripped.rstrip(" ")
+            if content:
+                line = _record(len(raw) - len(stripped), content)
     if len(_LINES) > 100_000:
         _LINES.clear()
     _LINES[raw] = line
@@ -299,7 +369,6 @@ def _line(raw: str) -> tuple[int, str] | None:
 def forget() -> None:
     """Drop the remembered lines and scalars: they help while files are read, and are only memory after."""
     _MEMO.clear()
-    _ENTRIES.clear()
     _LINES.clear()
 
 
@@ -307,24 +376,21 @@ def load_all(text: str) -> list[Any]:
     """Every document in `text`, as `list(yaml.safe_load_all(text))` would give them."""
     if "\t" in text or "\r" in text or text.startswith("%") or "\n%" in text:
         raise Unsupported("tabs, carriage returns or directives")
-    docs: list[list[tuple[int, str]]] = []
-    current: list[tuple[int, str]] = []
+    docs: list[list[Line]] = []
+    current: list[Line] = []
     explicit = False
     known = _LINES
     for raw in text.split("\n"):
         line = known.get(raw, _LINES)
         if line is _LINES:
-            if raw and (raw[0] == "-" or raw[0] == ".") and _MARKER.match(raw):
-                if raw.startswith("..."):
-                    raise Unsupported("document end marker")
-                if _strip_comment(raw[3:]).strip():
-                    raise Unsupported("content after a document marker")
-                if current or explicit:
-                    docs.append(current)
-                current, explicit = [], True
-                continue
             line = _line(raw)
-        if line is not None:
+        if line is None:
+            continue
+        if line is _START:
+            if current or explicit:
+                docs.append(current)
+            current, explicit = [], True
+        else:
             current.append(line)
     if current or explicit:
         docs.append(current)
@@ -334,8 +400,8 @@ def load_all(text: str) -> list[Any]:
             out.append(None)
             continue
         reader = _Reader(lines)
-        first_indent, first = lines[0]
-        if _split_key(first) is None and not (first == "-" or first.startswith("- ")):
+        first_indent, first, key, _ = lines[0]
+        if key is _LATER and _split_key(first) is None and not _is_item(first):
             raise Unsupported("a document that is a single scalar")
         value = reader.block(first_indent)
         if reader.i != len(lines):

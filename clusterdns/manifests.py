@@ -393,16 +393,9 @@ def _parse_service(
                 ingress.append(_ip(item["ip"], (*p, "ip")))
             elif hostname := _str(item, "hostname", p):
                 ingress.append(hostname)
-    affinity = _str(spec, "sessionAffinity", sp, default="None")
-    if affinity not in ("None", "ClientIP"):
-        raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
-    timeout = 10800  # the API server's default
-    if affinity == "ClientIP":
-        cp: Path = ("spec", "sessionAffinityConfig", "clientIP")
-        given = _int(_map(_map(spec, "sessionAffinityConfig", sp), "clientIP", cp[:2]), "timeoutSeconds", cp)
-        if given is not None:
-            _check((*cp, "timeoutSeconds"), None if 0 < given <= 86400 else f"must be 1-86400, got {given}")
-            timeout = given
+    affinity, timeout = "None", 10800  # the API server's defaults
+    if spec.get("sessionAffinity") is not None:
+        affinity, timeout = _session_affinity(spec)
     return Service(
         namespace=namespace,
         name=name,
@@ -425,8 +418,27 @@ def _parse_service(
     )
 
 
+def _session_affinity(spec: dict[str, Any]) -> tuple[str, int]:
+    """(sessionAffinity, its timeout) of a Service that states sessionAffinity."""
+    sp: Path = ("spec",)
+    affinity = _str(spec, "sessionAffinity", sp, default="None")
+    if affinity not in ("None", "ClientIP"):
+        raise ManifestError(("spec", "sessionAffinity"), f"must be None or ClientIP, got {affinity!r}")
+    timeout = 10800  # the API server's default
+    if affinity == "ClientIP":
+        cp: Path = ("spec", "sessionAffinityConfig", "clientIP")
+        given = _int(_map(_map(spec, "sessionAffinityConfig", sp), "clientIP", cp[:2]), "timeoutSeconds", cp)
+        if given is not None:
+            _check((*cp, "timeoutSeconds"), None if 0 < given <= 86400 else f"must be 1-86400, got {given}")
+            timeout = given
+    return affinity, timeout
+
+
 def _cluster_ips(spec: dict[str, Any], type_: str) -> tuple[bool, tuple[str, ...]]:
     """(headless, requested cluster IPs) from clusterIP and clusterIPs, which must agree."""
+    single = spec.get("clusterIP")
+    if spec.get("clusterIPs") is None and type_ != EXTERNAL_NAME and type(single) is str and single not in ("", "None"):
+        return False, (_ip(single, ("spec", "clusterIP")),)  # one address (most Services): what the rules come to
     sp: Path = ("spec",)
     single = _str(spec, "clusterIP", sp)
     many = _list(spec, "clusterIPs", sp)
@@ -463,6 +475,8 @@ _POLICIES = {p: p for p in ("SingleStack", "PreferDualStack", "RequireDualStack"
 def _ip_families(spec: dict[str, Any], cluster_ips: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     """(ipFamilies, ipFamilyPolicy), with the API server's defaults: without ipFamilies, the families of the
     cluster IPs it states (the registry gives a Service no other order), and a policy for their number."""
+    if spec.get("ipFamilies") is None and spec.get("ipFamilyPolicy") is None:  # most Services: the defaults
+        return families_of(cluster_ips), "RequireDualStack" if len(cluster_ips) == 2 else "SingleStack"
     sp: Path = ("spec",)
     families = []
     for i, v in enumerate(_list(spec, "ipFamilies", sp)):

@@ -34,6 +34,19 @@ SAME = [
     "# c\n---\na: 1\n---\nb: 2\n",
     "kind: Service\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\nspec:\n  ports:\n"
     "  - port: 80\n    targetPort: http\n",
+    # Lines read once, then met again elsewhere: as a compact item, at another indentation, in a sequence.
+    "a:\n- name: a\n  port: 1\n- name: a\n  port: 1\nname: a\n",
+    "a:\n  - name: a\n  -   name: a\n  - - name: a\n  - name: a\n    b: [1]\n",
+    "- - a\n  - b\n- [1, 2]\n- [1, 2]\n- 'x'\n- \"y\"\n- x: [1]\n- ~\n-\n- - - c\n",
+    "- 1\n- yes\n- '1'\n- a: 1\n  b: 2\n- a: 1\n",
+    # Plain scalars known to be strings without trying a resolver, and their neighbours that are not.
+    "a: svc-1\nb: Yes\nc: yes-no\nd: n\ne: N\nf: True1\ng: off\nh: Null\ni: a:b\nj: Xyz # c\nk: ON\nl: e1\n"
+    "m: E5\nn: x1.5\no: évian\np: Ñ\nq: ~x\nr: Nope\ns: nullable\nt: F\nu: false\n",
+    "a: 10.0.1.3\nb: 1.2\nc: 1.2.3\nd: 01.2.3\ne: 1..2\nf: 1.2.\ng: .1.2\nh: 1.2.3e5\ni: 1_0.2.3\nj: 1.2.3:4\n"
+    "k: 1.2e+3\nl: 2001-12-14\nm: 10.0.0.256\nn: +1.2.3\no: 1.2.3.\np: 190:20:30.15\nq: 1.\nr: 0.0.0.0\n",
+    # Keys read before (not only strings), with new values that are strings, and some that are not.
+    "1: abc\n1.5: abc\nyes: abc\n'q': abc\n-x: abc\nname: abc\n---\n1: abd\n1.5: abd\nyes: abd\n'q': abd\n-x: abd\n"
+    "name:   spaced  \nnamespace: a b\nb: yes\nc: 10.0.0.1\nd: Yes\ne: x #y\n",
 ]
 
 UNSUPPORTED = [
@@ -58,6 +71,10 @@ UNSUPPORTED = [
     "a: b\u2029\n",
     "a: \x07\n",
     "x" * 1100 + ": 1\n",  # a key longer than YAML's simple-key limit
+    "a: x:\n",  # a plain scalar may not end with a colon
+    "name: a\n---\nname: web: x\n",
+    "name: a\n---\nname: web:\n",
+    "name: a\n---\nname : web\n",
 ]
 
 
@@ -65,6 +82,16 @@ UNSUPPORTED = [
 def test_same_as_pyyaml(text: str) -> None:
     """What the fast reader reads, it reads exactly as PyYAML's safe loader does."""
     assert fastyaml.load_all(text) == list(yaml.safe_load_all(text))
+
+
+def test_an_error_comes_where_it_always_came() -> None:
+    """A line is read when first seen, but its error is raised only when the reader meets it: a document
+    nested too deep is reported before a bad value in a later document."""
+    deep = "".join(" " * i + "a:\n" for i in range(fastyaml.MAX_DEPTH + 5)) + " " * (fastyaml.MAX_DEPTH + 5) + "b: 1\n"
+    with pytest.raises(fastyaml.TooDeep):
+        fastyaml.load_all(deep + "---\nc: " + "9" * 5000 + "\n")
+    with pytest.raises(ValueError, match="integer"):
+        fastyaml.load_all("c: " + "9" * 5000 + "\n---\n" + deep)
 
 
 def test_repeated_lines_read_alike_and_share_no_collection() -> None:
@@ -77,6 +104,8 @@ def test_repeated_lines_read_alike_and_share_no_collection() -> None:
     first, second = fastyaml.load_all("a: []\nb: [1, 2]\nc: {}\nd:\n- x\n---\na: []\nb: [1, 2]\nc: {}\nd:\n- x\n")
     for key in "abcd":
         assert first[key] == second[key] and first[key] is not second[key], key
+    first, second = fastyaml.load_all("- [1]\n- a: []\n---\n- [1]\n- a: []\n")
+    assert first == second and first[0] is not second[0] and first[1]["a"] is not second[1]["a"]
 
 
 @pytest.mark.parametrize("text", UNSUPPORTED)
