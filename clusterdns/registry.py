@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.allocate import OWNERS, Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
 from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import parse_cidr
@@ -349,12 +349,12 @@ def build(
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
+        (f"{kind}/{ns}/{name}", OWNERS, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
     ]
     # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
     # which a reload finds at once.
     seen_claims += [
-        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", _SEEN, None)
+        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", OWNERS, None)
         for svc, mine in zip(services.values(), claimed, strict=True)
     ]
 
@@ -438,21 +438,6 @@ def _unchanged_since(
     changed = {key[0] for key, pod in pods.items() if before.get(key) is not pod}
     changed.update(ns for ns, name in before.keys() - pods.keys())
     return previous, changed
-
-
-class _Seen:
-    """A pool whose value is the owner itself: records when each object was first seen."""
-
-    what = "object"
-
-    def invalid(self, value: str) -> str | None:
-        return None
-
-    def candidates(self, owner: str) -> Iterator[str]:
-        yield owner
-
-
-_SEEN = _Seen()
 
 
 def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str], Pod], Mapping[str, Entry]]:
