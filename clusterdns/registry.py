@@ -281,11 +281,16 @@ def build(
     notes: list[Problem] = []
     objects: dict[tuple[str, str, str], Object] = {}
     by_kind: dict[str, list[Object]] = defaultdict(list)
+    kinds: dict[type, str] = {}  # kind_of's answers by type, one call per type (100,000s of objects)
     for result in files:
         b.problems.extend(result.problems)
         notes.extend(result.notes)
         for obj in result.objects:
-            kind = kind_of(obj)
+            kind = kinds.get(type(obj))
+            if kind is None:
+                kind = kind_of(obj)
+                if not isinstance(obj, Workload):  # a workload's kind is its own, not its type's
+                    kinds[type(obj)] = kind
             first = objects.setdefault((kind, getattr(obj, "namespace", ""), obj.name), obj)
             if first is obj:
                 by_kind[kind].append(obj)
@@ -621,9 +626,12 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
-    families = _service_families(b, svc, allocating)
-    if families is None:
-        return None
+    families: Sequence[str] | None = svc.ip_families
+    # Most Services: one stated family that is served, which _service_families would give back as it is.
+    if svc.ip_family_policy != "SingleStack" or len(svc.ip_families) != 1 or svc.ip_families[0] not in allocating:
+        families = _service_families(b, svc, allocating)
+        if families is None:
+            return None
     base = f"{svc.namespace}/{svc.name} "
     wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
@@ -661,6 +669,16 @@ def _apply_service_allocations(
         if mine is None:
             if svc.type == EXTERNAL_NAME or svc.headless:
                 out[key] = svc
+            continue
+        stated = svc.cluster_ips
+        if (
+            len(stated) == 1
+            and not (mine.more_ip_claims or mine.port_claims or mine.lb_claims)
+            and (mine.final is None or mine.final is svc)
+            and ips[mine.ip_claim[0]] == stated[0]
+            and svc.ip_families == families_of(stated)
+        ):  # most Services: given the one cluster IP they state, they are the parsed Service, as below
+            out[key] = mine.final = svc
             continue
         refused = False
         if not mine.more_ip_claims:  # most Services
