@@ -19,6 +19,7 @@ from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import parse_cidr
 from clusterdns.model import (
+    CLUSTER_IP,
     EXTERNAL_NAME,
     LOAD_BALANCER,
     ConfigMap,
@@ -282,6 +283,7 @@ def build(
     objects: dict[tuple[str, str, str], Object] = {}
     by_kind: dict[str, list[Object]] = defaultdict(list)
     kinds: dict[type, str] = {}  # kind_of's answers by type, one call per type (100,000s of objects)
+    declared: dict[tuple[str, str], Service] = {}
     for result in files:
         b.problems.extend(result.problems)
         notes.extend(result.notes)
@@ -291,9 +293,12 @@ def build(
                 kind = kind_of(obj)
                 if not isinstance(obj, Workload):  # a workload's kind is its own, not its type's
                     kinds[type(obj)] = kind
-            first = objects.setdefault((kind, getattr(obj, "namespace", ""), obj.name), obj)
+            namespace = getattr(obj, "namespace", "")
+            first = objects.setdefault((kind, namespace, obj.name), obj)
             if first is obj:
                 by_kind[kind].append(obj)
+                if kind == "Service" and isinstance(obj, Service):
+                    declared[(namespace, obj.name)] = obj
             else:
                 b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
 
@@ -304,8 +309,8 @@ def build(
         service_cidrs.extend(c for c in obj.cidrs if c not in service_cidrs)
     allocating = _first_per_family(service_cidrs)
 
-    # By (namespace, name): each Service's key tuple is made once, and every index of it shares it.
-    declared = {(s.namespace, s.name): s for s in by_kind["Service"] if isinstance(s, Service)}
+    # Services by (namespace, name), `declared` above: each Service's key tuple is made once, and every index
+    # of it shares it.
     services = {key: s for s in builtin_services(service_cidrs) if (key := s.key) not in declared}
     services.update(declared)
 
@@ -627,13 +632,17 @@ def _claims_of(
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
     families: Sequence[str] | None = svc.ip_families
+    wishes = svc.cluster_ips
     # Most Services: one stated family that is served, which _service_families would give back as it is.
-    if svc.ip_family_policy != "SingleStack" or len(svc.ip_families) != 1 or svc.ip_families[0] not in allocating:
+    if svc.ip_family_policy != "SingleStack" or len(families) != 1 or families[0] not in allocating:
         families = _service_families(b, svc, allocating)
         if families is None:
             return None
+    elif svc.type == CLUSTER_IP:  # and a ClusterIP Service: its cluster IP is all it claims
+        family = families[0]
+        owner = f"{svc.namespace}/{svc.name} {family}"
+        return _ServiceClaims(svc, ((owner, ip_spaces[family], wishes[0] if wishes else None),), (), ())
     base = f"{svc.namespace}/{svc.name} "
-    wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
