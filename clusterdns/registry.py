@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clusterdns.allocate import OWNERS, Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
@@ -359,7 +359,9 @@ def build(
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", OWNERS, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
+        (f"{kind}/{ns}/{name}", OWNERS, None)
+        for (kind, ns, name) in objects
+        if kind in AGED_KINDS and kind != "Service"
     ]
     # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
     # which a reload finds at once.
@@ -631,17 +633,18 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
-    families: Sequence[str] | None = svc.ip_families
-    wishes = svc.cluster_ips
-    # Most Services: one stated family that is served, which _service_families would give back as it is.
-    if svc.ip_family_policy != "SingleStack" or len(families) != 1 or families[0] not in allocating:
-        families = _service_families(b, svc, allocating)
-        if families is None:
+    stated, wishes = svc.ip_families, svc.cluster_ips
+    families: Sequence[str] = stated
+    if svc.ip_family_policy == "SingleStack" and len(stated) == 1 and stated[0] in allocating:
+        # Most Services: one stated family that is served, which _service_families would give back as it is;
+        if svc.type == CLUSTER_IP:  # and a ClusterIP Service's cluster IP is all it claims
+            owner = f"{svc.namespace}/{svc.name} {stated[0]}"
+            return _ServiceClaims(svc, ((owner, ip_spaces[stated[0]], wishes[0] if wishes else None),), (), ())
+    else:
+        found = _service_families(b, svc, allocating)
+        if found is None:
             return None
-    elif svc.type == CLUSTER_IP:  # and a ClusterIP Service: its cluster IP is all it claims
-        family = families[0]
-        owner = f"{svc.namespace}/{svc.name} {family}"
-        return _ServiceClaims(svc, ((owner, ip_spaces[family], wishes[0] if wishes else None),), (), ())
+        families = found
     base = f"{svc.namespace}/{svc.name} "
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
