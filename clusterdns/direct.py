@@ -83,14 +83,16 @@ class Direct:
         writes it (owned by the question's name: 16 bytes), and when it has one named port, that port's
         number and SRV labels (`_<port>._<proto>`, lower-cased); the Service itself for the others."""
         names: dict[bytes, bytes | Service] = {}
-        aton = socket.inet_aton
+        aton, a, svc_wire, external = socket.inet_aton, self._a, self.svc_wire, EXTERNAL_NAME
         tails: dict[str, bytes] = {}  # `<ns>.svc.<zone>` in wire form, by namespace
-        ports: dict[tuple[str, str, int], bytes] = {}  # a few kinds of port, shared by many Services
+        # What follows the A record for a Service's ports, by the id of its ports tuple: most Services share
+        # one of a few tuples (manifests), so this is worked out a few times, not once per Service.
+        srvs: dict[int, bytes] = {}
         for (namespace, name), svc in zone.services.items():
             tail = tails.get(namespace)
             if tail is None:
                 label = _label(namespace)
-                tail = tails[namespace] = label + self.svc_wire if label else b""
+                tail = tails[namespace] = label + svc_wire if label else b""
             if not tail or len(name) > 63:  # no question spells it
                 continue
             try:
@@ -98,18 +100,14 @@ class Direct:
             except UnicodeEncodeError:  # nor this
                 continue
             ips = svc.cluster_ips
-            if len(ips) != 1 or svc.headless or svc.type == EXTERNAL_NAME or ":" in ips[0]:
+            if len(ips) != 1 or svc.headless or svc.type == external or ":" in ips[0]:
                 names[key] = svc
-            elif len(svc.ports) != 1 or not svc.ports[0].name:
-                names[key] = self._a + aton(ips[0])
-            else:
-                sp = svc.ports[0]
-                srv = ports.get((sp.name, sp.protocol, sp.port))
-                if srv is None:  # the labels as records.Zone._srv matches them: latin-1, lower-cased
-                    port, protocol = _label("_" + sp.name.lower()), _label("_" + sp.protocol.lower())
-                    srv = struct.pack("!H", sp.port) + port + protocol if port and protocol else b""
-                    ports[(sp.name, sp.protocol, sp.port)] = srv
-                names[key] = self._a + aton(ips[0]) + srv
+                continue
+            ports = svc.ports
+            srv = srvs.get(id(ports))
+            if srv is None:
+                srv = srvs[id(ports)] = _srv_entry(ports)
+            names[key] = a + aton(ips[0]) + srv
         return names
 
     def _kind(self, head: bytes, qtype: int) -> Kind:
@@ -254,6 +252,16 @@ class Direct:
         records = [fixed + struct.pack("!H", number) + target for number in numbers]
         records.extend(to_target + (self._aaaa if is6 else self._a)[2:] + packed for is6, packed in addresses)
         return self._kind(_counts(len(numbers), len(addresses)), SRV), b"".join(records)
+
+
+def _srv_entry(ports: tuple[ServicePort, ...]) -> bytes:
+    """What follows the A record in the table for a Service with these ports: for one named port, its number
+    and SRV labels (`_<port>._<proto>`, as records.Zone._srv matches them: latin-1, lower-cased); else nothing."""
+    if len(ports) != 1 or not ports[0].name:
+        return b""
+    sp = ports[0]
+    port, protocol = _label("_" + sp.name.lower()), _label("_" + sp.protocol.lower())
+    return struct.pack("!H", sp.port) + port + protocol if port and protocol else b""
 
 
 def _label(text: str) -> bytes:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clusterdns.allocate import Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
+from clusterdns.allocate import OWNERS, Claim, Entry, IPSpace, PortSpace, Refusal, Store, SuffixSpace
 from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import parse_cidr
 from clusterdns.model import (
+    CLUSTER_IP,
     EXTERNAL_NAME,
     LOAD_BALANCER,
     ConfigMap,
@@ -281,14 +282,23 @@ def build(
     notes: list[Problem] = []
     objects: dict[tuple[str, str, str], Object] = {}
     by_kind: dict[str, list[Object]] = defaultdict(list)
+    kinds: dict[type, str] = {}  # kind_of's answers by type, one call per type (100,000s of objects)
+    declared: dict[tuple[str, str], Service] = {}
     for result in files:
         b.problems.extend(result.problems)
         notes.extend(result.notes)
         for obj in result.objects:
-            kind = kind_of(obj)
-            first = objects.setdefault((kind, getattr(obj, "namespace", ""), obj.name), obj)
+            kind = kinds.get(type(obj))
+            if kind is None:
+                kind = kind_of(obj)
+                if not isinstance(obj, Workload):  # a workload's kind is its own, not its type's
+                    kinds[type(obj)] = kind
+            namespace = getattr(obj, "namespace", "")
+            first = objects.setdefault((kind, namespace, obj.name), obj)
             if first is obj:
                 by_kind[kind].append(obj)
+                if kind == "Service" and isinstance(obj, Service):
+                    declared[(namespace, obj.name)] = obj
             else:
                 b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
 
@@ -299,8 +309,8 @@ def build(
         service_cidrs.extend(c for c in obj.cidrs if c not in service_cidrs)
     allocating = _first_per_family(service_cidrs)
 
-    # By (namespace, name): each Service's key tuple is made once, and every index of it shares it.
-    declared = {(s.namespace, s.name): s for s in by_kind["Service"] if isinstance(s, Service)}
+    # Services by (namespace, name), `declared` above: each Service's key tuple is made once, and every index
+    # of it shares it.
     services = {key: s for s in builtin_services(service_cidrs) if (key := s.key) not in declared}
     services.update(declared)
 
@@ -349,12 +359,14 @@ def build(
 
     # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
     seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", _SEEN, None) for (kind, ns, name) in objects if kind in AGED_KINDS and kind != "Service"
+        (f"{kind}/{ns}/{name}", OWNERS, None)
+        for (kind, ns, name) in objects
+        if kind in AGED_KINDS and kind != "Service"
     ]
     # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
     # which a reload finds at once.
     seen_claims += [
-        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", _SEEN, None)
+        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", OWNERS, None)
         for svc, mine in zip(services.values(), claimed, strict=True)
     ]
 
@@ -438,21 +450,6 @@ def _unchanged_since(
     changed = {key[0] for key, pod in pods.items() if before.get(key) is not pod}
     changed.update(ns for ns, name in before.keys() - pods.keys())
     return previous, changed
-
-
-class _Seen:
-    """A pool whose value is the owner itself: records when each object was first seen."""
-
-    what = "object"
-
-    def invalid(self, value: str) -> str | None:
-        return None
-
-    def candidates(self, owner: str) -> Iterator[str]:
-        yield owner
-
-
-_SEEN = _Seen()
 
 
 def _allocate_pod_ips(b: _Builder, pods: list[Pod]) -> tuple[dict[tuple[str, str], Pod], Mapping[str, Entry]]:
@@ -636,11 +633,19 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
-    families = _service_families(b, svc, allocating)
-    if families is None:
-        return None
+    stated, wishes = svc.ip_families, svc.cluster_ips
+    families: Sequence[str] = stated
+    if svc.ip_family_policy == "SingleStack" and len(stated) == 1 and stated[0] in allocating:
+        # Most Services: one stated family that is served, which _service_families would give back as it is;
+        if svc.type == CLUSTER_IP:  # and a ClusterIP Service's cluster IP is all it claims
+            owner = f"{svc.namespace}/{svc.name} {stated[0]}"
+            return _ServiceClaims(svc, ((owner, ip_spaces[stated[0]], wishes[0] if wishes else None),), (), ())
+    else:
+        found = _service_families(b, svc, allocating)
+        if found is None:
+            return None
+        families = found
     base = f"{svc.namespace}/{svc.name} "
-    wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
@@ -676,6 +681,16 @@ def _apply_service_allocations(
         if mine is None:
             if svc.type == EXTERNAL_NAME or svc.headless:
                 out[key] = svc
+            continue
+        stated = svc.cluster_ips
+        if (
+            len(stated) == 1
+            and not (mine.more_ip_claims or mine.port_claims or mine.lb_claims)
+            and (mine.final is None or mine.final is svc)
+            and ips[mine.ip_claim[0]] == stated[0]
+            and svc.ip_families == families_of(stated)
+        ):  # most Services: given the one cluster IP they state, they are the parsed Service, as below
+            out[key] = mine.final = svc
             continue
         refused = False
         if not mine.more_ip_claims:  # most Services

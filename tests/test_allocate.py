@@ -649,3 +649,15 @@ def test_assign_is_linear_beyond_a_full_space() -> None:
     assert sorted(values) == [str(p) for p in range(30000, 30100)]
     refusals = {v.message for v in result.values() if isinstance(v, Refusal)}
     assert refusals == {"node port range 30000-30099 is full: 10,000 node ports needed, 100 available"}
+
+
+def test_pool_json_is_json_dumps() -> None:
+    """A pool's row is written as json.dumps writes it, whatever the strings and stamps hold."""
+    from clusterdns.allocate import _pool_json
+
+    values = {"default/web IPv4": "10.0.0.1", 'a"b\\c': "é€😀\n", "": "", "x": "x"}
+    for common in (1700000000, 1700000000.5):
+        for stamps in ({}, {"x": 5}, {"": 2.25, 'a"b\\c': 12345678901234}):
+            data = {owner: [value, stamps.get(owner, common)] for owner, value in values.items()}
+            assert _pool_json(values, stamps, common) == json.dumps(data, separators=(",", ":"))
+    assert _pool_json({}, {}, 1) == "{}"
