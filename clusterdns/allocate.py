@@ -98,6 +98,7 @@ def _ip_int(value: str) -> tuple[int, int] | None:
         return None
 
 
+_NO_FREE_VALUE = "no free value left in the range"  # every candidate is taken
 _OCTETS = [str(i) for i in range(256)]
 _OCTET_NUMBERS = {text: i for i, text in enumerate(_OCTETS)}  # the octets inet_pton reads: no leading zeros
 
@@ -150,7 +151,7 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
             continue
         if space is OWNERS:  # its one candidate: the owner itself
             if owner in taken:
-                result[owner] = Refusal("no free value left in the range")
+                result[owner] = Refusal(_NO_FREE_VALUE)
             else:
                 taken[owner] = result[owner] = owner
             continue
@@ -179,7 +180,7 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
                     counts[cast(Bounded, space).band(value)] += 1
                 break
         else:
-            result[owner] = Refusal("no free value left in the range")
+            result[owner] = Refusal(_NO_FREE_VALUE)
     return result
 
 

@@ -19,7 +19,6 @@ from clusterdns.endpoints import derive_endpoints, note, sort_slices
 from clusterdns.labels import looks_like_ipv4
 from clusterdns.manifests import parse_cidr
 from clusterdns.model import (
-    CLUSTER_IP,
     EXTERNAL_NAME,
     LOAD_BALANCER,
     ConfigMap,
@@ -589,12 +588,15 @@ def _first_per_family(cidrs: Sequence[str]) -> dict[str, str]:
 
 def _service_families(b: _Builder, svc: Service, allocating: Mapping[str, str]) -> Sequence[str] | None:
     """The IP families a Service gets cluster IPs of, primary first; None (and a problem) if impossible."""
-    primary = next(iter(allocating))
     if svc.ip_family_policy == "SingleStack":  # most Services: their one family, without lists
-        stated = svc.ip_families or svc.cluster_ips
-        family = primary if not stated else stated[0] if svc.ip_families else f"IPv{_version(stated[0])}"
+        stated = svc.ip_families
+        if len(stated) == 1 and stated[0] in allocating:  # stated (or implied by the cluster IP) and served
+            return stated
+        given = stated or svc.cluster_ips
+        family = next(iter(allocating)) if not given else given[0] if stated else f"IPv{_version(given[0])}"
         if family in allocating:
             return shared_families((family,))
+    primary = next(iter(allocating))
     order = list(svc.ip_families) or [f"IPv{_version(ip)}" for ip in svc.cluster_ips] or [primary]
     if svc.ip_family_policy == "SingleStack":
         families = order[:1]
@@ -633,19 +635,11 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
-    stated, wishes = svc.ip_families, svc.cluster_ips
-    families: Sequence[str] = stated
-    if svc.ip_family_policy == "SingleStack" and len(stated) == 1 and stated[0] in allocating:
-        # Most Services: one stated family that is served, which _service_families would give back as it is;
-        if svc.type == CLUSTER_IP:  # and a ClusterIP Service's cluster IP is all it claims
-            owner = f"{svc.namespace}/{svc.name} {stated[0]}"
-            return _ServiceClaims(svc, ((owner, ip_spaces[stated[0]], wishes[0] if wishes else None),), (), ())
-    else:
-        found = _service_families(b, svc, allocating)
-        if found is None:
-            return None
-        families = found
+    families = _service_families(b, svc, allocating)
+    if families is None:
+        return None
     base = f"{svc.namespace}/{svc.name} "
+    wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:

@@ -53,6 +53,9 @@ def open_store(state: str | None, zones: str) -> Store:
 
 PARALLEL_BYTES = 2_000_000  # below this, a second process costs more than it saves
 PIECE_BYTES = 200_000  # large files are shared out in pieces of about this size
+# What the helper hands back for a piece whose file must be read as a whole (a pickle is never empty); for a
+# piece it could not pickle, None: read it here.
+WHOLE = b""
 
 
 def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
@@ -99,7 +102,7 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
         while (unit := take()) < len(units):
             result = read(unit)
             try:
-                payload = None if result is None else _dumps(result)
+                payload = WHOLE if result is None else _dumps(result)
             except Exception:  # something that does not pickle: read the piece there
                 payload = None
             done.put((unit, payload))
@@ -123,7 +126,10 @@ def read_files(files: list[tuple[int, str]]) -> list[FileResult]:
                 if got is None:  # the helper died: read what is missing here
                     break
                 unit, payload = got
-                result = pickle.loads(payload) if payload is not None else read(unit)
+                if payload is None:
+                    result = read(unit)
+                else:
+                    result = None if payload == WHOLE else pickle.loads(payload)
             index, piece, _ = units[unit]
             parts[index].append((piece[0], result))
             left[index] -= 1
