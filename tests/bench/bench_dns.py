@@ -3,7 +3,7 @@
 
     python tests/bench/bench_dns.py [--sizes 1000,10000,100000] [--seconds 10] [--modes udp,tcp]
         [--workers N] [--peers BIND,Knot,NSD,dnsmasq] [--dnsmasq-max 10000] [--check-size 100000]
-        [--baseline DIR]
+        [--baseline DIR] [--starts 3]
 
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
 (BIND, Knot and NSD, each authoritative for it) and host-record/srv-host lines (dnsmasq). The query mix
@@ -12,11 +12,12 @@ services are IPv4 only), 10% search-path misses (`<svc>.<ns>.svc.cluster.local.c
 NXDOMAIN). Cluster IPs run from 10.0.1.0 upward, past 10.0.0.0/16 above 65,280 Services: clusterdns
 serves with `--service-cidr 10.0.0.0/12` so that every Service is valid.
 
-The servers are started one at a time. For each, the table shows:
+The servers are started one at a time, `--starts` times each (in rounds, each start on fresh state; the
+figures are the medians). For each, the table shows:
 - startup: from process start to the first correct answer (the last Service's A record, asked over
   UDP every 25 ms, for at most `--startup-timeout` seconds);
-- first use: right after that answer, a UDP run of `--cold` seconds with no warm-up (clusterdns builds
-  each distinct answer on its first query; this is what that costs), and the QPS of its first second;
+- first use: right after that answer, a UDP run of `--cold` seconds with no warm-up (clusterdns once built
+  each distinct answer on its first query; this is what first use costs), and the QPS of its first second;
 - warmed QPS: once every server is up, each gets a warm-up run of the same transport (`--warmup`
   seconds, about one pass over the query file) right before each measured run; the best of `--passes`
   runs (in alternating order) is kept, with lost queries and latency, and clusterdns' ratio to each peer;
@@ -48,6 +49,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -133,6 +135,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     startup: float = NAN
     cold: dict[str, float] = dataclasses.field(default_factory=dict)
+    state: str = ""  # clusterdns: its --state directory, removed before each start
     pss_mb: float = NAN
 
 
@@ -153,7 +156,7 @@ def servers_for(fx: str, peers: list[str], workers: int, baseline: str = "") -> 
         cmd += ["--http", http, "--lameduck", "0"]
         if workers:
             cmd += ["--workers", str(workers)]
-        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env, cwd=root))
+        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env, cwd=root, state=state))
     for peer in peers:
         port = free_port()
         servers.append(Server(peer, PEER_CONFIG[peer](fx, port), port, peer + ".log"))
@@ -214,7 +217,7 @@ PEER_CONFIG = {"BIND": named_config, "Knot": knot_config, "NSD": nsd_config, "dn
 
 def start(server: Server, fx: str, qname: str, expected: str, timeout: float) -> bool:
     """Start the server and time it to the first reply that holds `expected` as qname's A record."""
-    log = os.open(os.path.join(fx, server.log), os.O_WRONLY | os.O_CREAT, 0o644)
+    log = os.open(os.path.join(fx, server.log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     t0 = time.monotonic()
     try:
         server.proc = subprocess.Popen(server.cmd, env=server.env, cwd=server.cwd, stdout=log, stderr=log)
@@ -384,6 +387,9 @@ def main() -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from " + ", ".join(PEERS))
     parser.add_argument("--dnsmasq-max", type=int, default=10_000, help="skip dnsmasq above this many Services")
     parser.add_argument("--cold", type=int, default=3, help="seconds of the first-use UDP run (no warm-up)")
+    parser.add_argument(
+        "--starts", type=int, default=3, help="starts of each server per size; startup and first use are their medians"
+    )
     parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for a first answer")
     parser.add_argument(
         "--baseline",
@@ -404,6 +410,12 @@ def main() -> int:
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install {' '.join(PACKAGES[t] for t in missing)})")
         return 1
+    if args.starts < 1:
+        parser.error("--starts: at least 1")
+    # Each clusterdns checkout's bytecode, compiled before it is timed, as `pip install` and .ci/venv.sh do:
+    # with PYTHONDONTWRITEBYTECODE set (as it is on some machines), every start would compile it again.
+    for root in [ROOT, *([args.baseline] if args.baseline else [])]:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(root, "clusterdns")], check=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     started = time.monotonic()
@@ -420,20 +432,36 @@ def main() -> int:
             queries = os.path.join(fx, "queries.txt")
             qname = f"svc-{size - 1}.ns-{(size - 1) % max(1, size // 50)}.svc.cluster.local"
             try:
-                for server in servers:
-                    if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
-                        state = "exited" if server.proc and server.proc.poll() is not None else "no answer"
-                        print(f"{server.name}: {state} within {args.startup_timeout:.0f} s on port {server.port}")
-                        with open(os.path.join(fx, server.log), errors="replace") as log:
-                            print(log.read()[-2000:])
-                        return 1
-                    # First use: straight after the first answer, no warm-up.
-                    server.cold = dnsperf(server.port, queries, args.cold, "udp", per_second=True)
-                    print(
-                        f"{size:>6} {server.name:<13} startup {server.startup:6.2f} s  first use: first second"
-                        f" {server.cold['first']:>8.0f} QPS, first {args.cold} s {server.cold['qps']:>8.0f} QPS",
-                        flush=True,
-                    )
+                # `--starts` rounds; in each, every server in turn is started on fresh state, timed to its
+                # first answer and given the first-use run, then stopped, except in the last round.
+                starts: dict[str, list[float]] = {s.name: [] for s in servers}
+                colds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+                for round_ in range(args.starts):
+                    for server in servers:
+                        if server.state:
+                            shutil.rmtree(server.state, ignore_errors=True)
+                        if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
+                            state = "exited" if server.proc and server.proc.poll() is not None else "no answer"
+                            print(f"{server.name}: {state} within {args.startup_timeout:.0f} s on port {server.port}")
+                            with open(os.path.join(fx, server.log), errors="replace") as log:
+                                print(log.read()[-2000:])
+                            return 1
+                        # First use: straight after the first answer, no warm-up.
+                        cold = dnsperf(server.port, queries, args.cold, "udp", per_second=True)
+                        starts[server.name].append(server.startup)
+                        colds[server.name].append(cold)
+                        print(
+                            f"{size:>6} {server.name:<13} start {round_ + 1}: {server.startup:6.2f} s  first use: "
+                            f"first second {cold['first']:>8.0f} QPS, first {args.cold} s {cold['qps']:>8.0f} QPS",
+                            flush=True,
+                        )
+                        if round_ + 1 < args.starts:
+                            stop([server])
+                for server in servers:  # the medians of the rounds
+                    server.startup = statistics.median(starts[server.name])
+                    server.cold = {
+                        key: statistics.median(c[key] for c in colds[server.name]) for key in ("first", "qps")
+                    }
                 for mode in modes:
                     # Each server is measured `--passes` times, the order reversed on every other pass:
                     # the first server measured in a block came out slower, whichever it was. The best
