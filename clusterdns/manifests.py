@@ -312,15 +312,24 @@ def parse_object(data: Any, source: Source | None = None) -> Object | None:
     """
     if not isinstance(data, dict):
         raise ManifestError((), f"a manifest must be a mapping, got {type_name(data)}")
-    kind = _str(data, "kind", (), required=True)
+    # Each field is taken as it is when it has the plain type asked for (nearly always), and otherwise
+    # checked (and refused) by _str and _map: the same result, without a call per field.
+    kind = data.get("kind")
+    if type(kind) is not str or not kind:
+        kind = _str(data, "kind", (), required=True)
     if kind not in KINDS:
         return None
-    meta = _map(data, "metadata", (), required=True)
-    name = _str(meta, "name", ("metadata",), required=True)
+    meta = data.get("metadata")
+    if type(meta) is not dict:
+        meta = _map(data, "metadata", (), required=True)
+    name = meta.get("name")
+    if type(name) is not str or not name:
+        name = _str(meta, "name", ("metadata",), required=True)
     if kind in CLUSTER_SCOPED:
         namespace = ""
     else:
-        namespace = _str(meta, "namespace", ("metadata",)) or "default"
+        stated = meta.get("namespace")
+        namespace = (stated if type(stated) is str else _str(meta, "namespace", ("metadata",))) or "default"
         known = _NAMESPACES.get(namespace)
         if known is None:
             _check(("metadata", "namespace"), dns1123_label_error(namespace))
@@ -368,9 +377,12 @@ def _parse_service(
     data: dict[str, Any], meta: dict[str, Any], namespace: str, name: str, source: Source | None
 ) -> Service:
     _check(("metadata", "name"), dns1035_label_error(name))
-    spec = _map(data, "spec", (), required=True)
+    spec = data.get("spec")
+    if type(spec) is not dict:  # as in parse_object: the plain case taken as it is, any other checked
+        spec = _map(data, "spec", (), required=True)
     sp: Path = ("spec",)
-    type_ = _SERVICE_TYPES.get(_str(spec, "type", sp, default=CLUSTER_IP), "")
+    stated_type = spec.get("type")
+    type_ = CLUSTER_IP if stated_type is None else _SERVICE_TYPES.get(_str(spec, "type", sp), "")
     if not type_:
         raise ManifestError(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {spec['type']!r}")
     external_name = ""
@@ -409,7 +421,11 @@ def _parse_service(
         external_name=external_name,
         external_ips=external_ips,
         load_balancer_ingress=tuple(ingress),
-        publish_not_ready_addresses=_bool(spec, "publishNotReadyAddresses", sp, False),
+        publish_not_ready_addresses=(
+            False
+            if spec.get("publishNotReadyAddresses") is None
+            else _bool(spec, "publishNotReadyAddresses", sp, False)
+        ),
         session_affinity=affinity,
         session_affinity_timeout=timeout,
         labels=_labels(meta, "labels", ("metadata",)) if meta.get("labels") is not None else _NO_MAP,
