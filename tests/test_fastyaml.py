@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -165,3 +167,143 @@ def test_fallback_gives_the_same_objects(tmp_path: Path) -> None:
     a = parse_text(plain, str(tmp_path / "a.yaml"))
     b = parse_text(flowing, str(tmp_path / "a.yaml"))
     assert [o for o in a.objects] == [o for o in b.objects]
+
+
+# Random manifests: documents of a few shapes (structures), each written many times with other scalar
+# values, as generated clusters are. A shape's later documents are built by its builder, not read.
+_KEYS = ["name", "namespace", "port", "1", "'q k'", "yes", "a.b/c", "-x", "0.0", "-0.0"]
+_VALUES = [
+    "svc-{n}", "10.0.{n}.7", "{n}", "yes", "'quoted {n}'", '"dq {n}"', "~", "1.5", "0777", "x{n} #c",
+    "", "[{n}, b]", "[]", "{{}}", "2001-12-14", "n", "'it''s'", "x{n}   ",
+]  # fmt: skip
+
+
+def _structure(rng: random.Random, depth: int = 0) -> Any:
+    """A random mapping, sequence or scalar (None), as nested as manifests are."""
+    kind = rng.random() if depth < 4 else 1.0
+    if kind < 0.45:
+        return {rng.choice(_KEYS): _structure(rng, depth + 1) for _ in range(rng.randint(1, 4))}
+    if kind < 0.65:
+        return [_structure(rng, depth + 1) for _ in range(rng.randint(1, 3))]
+    return None
+
+
+def _write(node: Any, indent: int, style: tuple[int, int, bool], rng: random.Random, out: list[str]) -> None:
+    """`node` in block YAML at `indent`, with random scalar values; `style` is (the mapping's indentation
+    step, a sequence's indentation under its key, whether an item's mapping starts on the dash line)."""
+    step, under, compact = style
+    pad = " " * indent
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value is None:
+                out.append(f"{pad}{key}: {rng.choice(_VALUES).format(n=rng.randrange(300))}".rstrip())
+            else:
+                out.append(f"{pad}{key}:")
+                _write(value, indent + (under if isinstance(value, list) else step), style, rng, out)
+        return
+    for item in node:
+        if item is None:
+            out.append(f"{pad}- {rng.choice(_VALUES).format(n=rng.randrange(300)) or 'v'}")
+        elif isinstance(item, dict) and compact:
+            lines: list[str] = []
+            _write(item, indent + 2, style, rng, lines)
+            out.append(f"{pad}- {lines[0].lstrip()}")
+            out.extend(lines[1:])
+        else:
+            out.append(f"{pad}-")
+            _write(item, indent + 2, style, rng, out)
+
+
+def _random_manifest(seed: int) -> str:
+    """Many documents of a few shapes: the same structure in other indentation styles, and new values."""
+    rng = random.Random(seed)
+    structures = [{"kind": None, "metadata": {"name": None, "labels": None}, "spec": _structure(rng)}]
+    structures += [_structure(rng) for _ in range(3)]
+    styles = [(2, 0, True), (2, 2, True), (4, 2, False), (3, 0, True)]
+    shapes = [(rng.choice(structures), rng.choice(styles)) for _ in range(5)]
+    out = []
+    for _ in range(rng.randint(20, 60)):
+        structure, style = rng.choice(shapes)
+        if structure is None:
+            structure = {"a": None}
+        out.append("---")
+        _write(structure, 0, style, rng, out)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_documents_of_a_shape_seen_before_read_alike(seed: int) -> None:
+    """A document of a shape seen before (built, not read) is what PyYAML gives, and what the reader
+    gives when the document is read alone; every one of its dicts and lists is its own."""
+    text = _random_manifest(seed)
+    documents = ["---\n" + piece for piece in text.split("---\n")[1:]]
+    fastyaml.forget()
+    try:
+        alone = [fastyaml.load_all(document) for document in documents]
+    except fastyaml.Unsupported:
+        pytest.skip("outside the subset")
+    expected = list(yaml.safe_load_all(text))
+    assert [document for [document] in alone] == expected
+    for _ in range(2):  # with every shape new, then with every shape known
+        fastyaml.forget()
+        first = fastyaml.load_all(text)
+        assert first == expected
+        assert fastyaml.load_all(text) == expected
+    seen: set[int] = set()
+    for document in first + fastyaml.load_all(text):
+        collections = _collections(document)
+        assert not seen & collections
+        seen |= collections
+
+
+def _collections(value: Any) -> set[int]:
+    """The ids of the dicts and lists in `value`, itself included."""
+    if isinstance(value, dict):
+        return {id(value)}.union(*(_collections(v) for v in value.values()))
+    if isinstance(value, list):
+        return {id(value)}.union(*(_collections(v) for v in value))
+    return set()
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["  name: b #c", "  name: 'b'", "  name: yes", "  name:   b  ", "  name: a: b", "  name: b:", "  name: #c",
+     "  name: b\x07", "  name: [b]", "  name: 10.0.0.1", "  name: 1.5", "  name: b#c", "  name: ", "  name:"],
+)  # fmt: skip
+def test_a_known_key_with_a_new_value_reads_as_a_new_line(line: str) -> None:
+    """A line whose key was read before at its indentation (`  name: `) is read as if nothing were known."""
+    fastyaml.forget()
+    try:
+        fresh = fastyaml._line(line)
+    except fastyaml.Unsupported:
+        fresh = "Unsupported"
+    fastyaml.load_all("a:\n  name: a-1\n  name: a-2\n")  # the second is read by _record's first step
+    assert fastyaml._ENTRIES
+    try:
+        assert fastyaml._line(line) == fresh
+    except fastyaml.Unsupported:
+        assert fresh == "Unsupported"
+
+
+def test_errors_in_a_shape_seen_before_come_as_before() -> None:
+    """Documents of a shape seen before that the reader refuses are refused as before: a bad value, and
+    the same lines in another order of indentation."""
+    good = "a:\n  b: x{}\n  c:\n  - d: 1\n"
+    base = "".join("---\n" + good.format(n) for n in range(3))
+    assert len(fastyaml.load_all(base)) == 3
+    for bad in ["---\na:\n  b: [1, [2]]\n  c:\n  - d: 1\n", "---\na:\n  b: x\n   c:\n  - d: 1\n", "---\na:\n  b: x:\n"]:
+        with pytest.raises(fastyaml.Unsupported):
+            fastyaml.load_all(base + bad)
+    deep = "".join(" " * i + "a:\n" for i in range(fastyaml.MAX_DEPTH + 5)) + " " * (fastyaml.MAX_DEPTH + 5) + "b: 1\n"
+    with pytest.raises(fastyaml.TooDeep):
+        fastyaml.load_all("---\n" + deep + "---\n" + deep)
+
+
+def test_a_shape_nested_as_deep_as_allowed_is_built_alike() -> None:
+    """Documents nested MAX_DEPTH deep, of one shape, read as PyYAML reads them once their builder is made."""
+    fastyaml.forget()
+    for step, line in [(1, "a:"), (2, "- a:")]:
+        deep = "".join(" " * (step * i) + line + "\n" for i in range(fastyaml.MAX_DEPTH // step - 1))
+        text = "".join(f"---\n{deep}{' ' * (step * (fastyaml.MAX_DEPTH // step - 1))}b: x{n}\n" for n in range(12))
+        assert fastyaml.load_all(text) == list(yaml.safe_load_all(text))
+    assert len(fastyaml._BUILDERS) == 2
