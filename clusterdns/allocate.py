@@ -146,7 +146,10 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
             result[owner] = wish
     taken_in: dict[int, list[int]] = {}  # values taken in each band of each bounded space (by id)
     full: dict[int, Refusal] = {}  # the refusal of each bounded space found full
-    for owner, space, _wish in rest:  # 3. automatic
+    # Every owner has its value when there are as many as claims (most loads of Services that state their
+    # IPs): then step 3 has nothing to do, and is not gone through.
+    automatic = rest if len(result) < len(claims) else ()
+    for owner, space, _wish in automatic:  # 3. automatic
         if owner in result:
             continue
         if space is OWNERS:  # its one candidate: the owner itself
