@@ -224,24 +224,20 @@ class _ServiceClaims:
     def __init__(
         self,
         parsed: Service,
-        ip_claims: Sequence[Claim],
+        ip_claim: Claim,  # a Service has one cluster IP per family, at least one
+        more_ip_claims: tuple[Claim, ...],  # a dual-stack Service's second
         port_claims: tuple[Claim, ...],
         lb_claims: tuple[Claim, ...],
+        plain: bool,
     ) -> None:
         self.parsed = parsed
-        self.ip_claim = ip_claims[0]  # a Service has one cluster IP per family, at least one
-        self.more_ip_claims = tuple(ip_claims[1:]) if len(ip_claims) > 1 else ()  # a dual-stack Service's second
+        self.ip_claim = ip_claim
+        self.more_ip_claims = more_ip_claims
         self.port_claims = port_claims
         self.lb_claims = lb_claims
+        self.plain = plain
         self.seen = f"Service/{parsed.namespace}/{parsed.name}"  # its owner in the pool of first-seen times
         self.final: Service | None = None
-        stated = parsed.cluster_ips
-        self.plain = (
-            len(stated) == 1
-            and not (self.more_ip_claims or port_claims or lb_claims)
-            and self.ip_claim[2] == stated[0]
-            and parsed.ip_families == families_of(stated)
-        )
 
     @property
     def ip_claims(self) -> tuple[Claim, ...]:
@@ -656,11 +652,16 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
+    wishes = svc.cluster_ips
+    if svc.ip_family_policy == "SingleStack" and len(wishes) == 1 and svc.type not in NODE_PORT_TYPES:
+        stated = svc.ip_families
+        if stated == families_of(wishes) and stated[0] in ip_spaces:  # most Services: `plain`, as below
+            claim = (f"{svc.namespace}/{svc.name} {stated[0]}", ip_spaces[stated[0]], wishes[0])
+            return _ServiceClaims(svc, claim, (), (), (), True)
     families = _service_families(b, svc, allocating)
     if families is None:
         return None
     base = f"{svc.namespace}/{svc.name} "
-    wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
@@ -676,7 +677,13 @@ def _claims_of(
     lb_claims: tuple[Claim, ...] = ()
     if svc.type == LOAD_BALANCER and not svc.load_balancer_ingress:
         lb_claims = tuple([(base + f, lb_spaces[f], None) for f in families if f in lb_spaces])
-    return _ServiceClaims(svc, ip_claims, port_claims, lb_claims)
+    plain = (
+        len(ip_claims) == 1
+        and len(wishes) == 1
+        and not (port_claims or lb_claims)
+        and svc.ip_families == families_of(wishes)
+    )
+    return _ServiceClaims(svc, ip_claims[0], tuple(ip_claims[1:]), port_claims, lb_claims, plain)
 
 
 def _apply_service_allocations(
