@@ -339,23 +339,18 @@ def build(
     port_claims: list[Claim] = []
     lb_claims: list[Claim] = []
     claims: dict[tuple[str, str], _ServiceClaims] = {}
-    claimed: list[_ServiceClaims | None] = []  # each Service's claims, in order, for applying the results
     irregular: list[tuple[tuple[str, str], Service, _ServiceClaims | None]] = []  # those not `plain`
     # Every Service's first-seen claim, built-in ones too, with the memo's string where it has one (the
     # string the pool keeps, which a reload finds at once); after the other kinds' in the pool.
     service_seen: list[Claim] = []
     remembered = memo.services
     for key, svc in services.items():
-        if svc.type == EXTERNAL_NAME or svc.headless:
-            claimed.append(None)
-            irregular.append((key, svc, None))
-            service_seen.append((f"Service/{svc.namespace}/{svc.name}", OWNERS, None))
-            continue
-        mine = remembered.get(key)
-        if mine is None or mine.parsed is not svc:
-            mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
-        claimed.append(mine)
-        if mine is None:
+        mine = None
+        if svc.type != EXTERNAL_NAME and not svc.headless:
+            mine = remembered.get(key) if remembered else None
+            if mine is None or mine.parsed is not svc:
+                mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
+        if mine is None:  # it claims nothing: ExternalName, headless, or of families that are not served
             irregular.append((key, svc, None))
             service_seen.append((f"Service/{svc.namespace}/{svc.name}", OWNERS, None))
             continue
@@ -404,7 +399,7 @@ def build(
     if len(got_ips) == len(ip_claims) and not any(isinstance(got, Refusal) for got in got_ips.values()):
         visit: Iterable[tuple[tuple[str, str], Service, _ServiceClaims | None]] = irregular  # plain ones: as stated
     else:
-        visit = ((key, svc, mine) for (key, svc), mine in zip(services.items(), claimed, strict=True))
+        visit = ((key, svc, claims.get(key)) for key, svc in services.items())
     final_services = _apply_service_allocations(
         b, services, visit, got_ips, results["node-port"], results.get("load-balancer-ip", {})
     )
