@@ -286,10 +286,10 @@ def build(
     memo = memo or Memo()
     b = _Builder(config, store, now, locate, memo)
     notes: list[Problem] = []
-    objects: dict[tuple[str, str, str], Object] = {}
-    by_kind: dict[str, list[Object]] = defaultdict(list)
+    objects: dict[tuple[str, str, str], Object] = {}  # but Services
+    by_kind: dict[str, list[Object]] = defaultdict(list)  # but Services
     kinds: dict[type, str] = {}  # kind_of's answers by type, one call per type (100,000s of objects)
-    declared: dict[tuple[str, str], Service] = {}
+    declared: dict[tuple[str, str], Service] = {}  # Services, the most objects: one key and one dict each
     # First-seen claims, for kubectl's AGE column, of the kinds `get` lists other than Services (below),
     # in declaration order (the order of the pool's stored text); Pods use their IP's time.
     seen_claims: list[Claim] = []
@@ -297,6 +297,11 @@ def build(
         b.problems.extend(result.problems)
         notes.extend(result.notes)
         for obj in result.objects:
+            if type(obj) is Service:
+                first: Object = declared.setdefault((obj.namespace, obj.name), obj)
+                if first is not obj:
+                    b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
+                continue
             kind = kinds.get(type(obj))
             if kind is None:
                 kind = kind_of(obj)
@@ -306,9 +311,7 @@ def build(
             first = objects.setdefault((kind, namespace, obj.name), obj)
             if first is obj:
                 by_kind[kind].append(obj)
-                if kind == "Service" and isinstance(obj, Service):
-                    declared[(namespace, obj.name)] = obj
-                elif kind in AGED_KINDS:
+                if kind in AGED_KINDS:
                     seen_claims.append((f"{kind}/{namespace}/{obj.name}", OWNERS, None))
             else:
                 b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
@@ -408,7 +411,7 @@ def build(
     for obj in by_kind["Namespace"]:
         assert isinstance(obj, Namespace)
         namespaces[obj.name] = obj
-    for ns in {ns for _, ns, _ in objects}:
+    for ns in {ns for _, ns, _ in objects} | {ns for ns, _ in declared}:
         if ns and ns not in namespaces:
             namespaces[ns] = Namespace(ns)
 
