@@ -346,28 +346,26 @@ def build(
     # Every Service's first-seen claim, built-in ones too, with the memo's string where it has one (the
     # string the pool keeps, which a reload finds at once); after the other kinds' in the pool.
     service_seen: list[Claim] = []
-    remembered = memo.services
+    remembered, node_ports = memo.services, memo.node_ports
     for key, svc in services.items():
         mine = None
         if svc.type != EXTERNAL_NAME and not svc.headless:
             mine = remembered.get(key) if remembered else None
             if mine is None or mine.parsed is not svc:
-                mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
+                mine = _claims_of(b, svc, allocating, ip_spaces, node_ports, lb_spaces)
         if mine is None:  # it claims nothing: ExternalName, headless, or of families that are not served
             irregular.append((key, svc, None))
             service_seen.append((f"Service/{svc.namespace}/{svc.name}", OWNERS, None))
             continue
         service_seen.append((mine.seen, OWNERS, None))
-        if not mine.plain:
-            irregular.append((key, svc, mine))
         claims[key] = mine
         ip_claims.append(mine.ip_claim)
-        if mine.more_ip_claims:
-            ip_claims.extend(mine.more_ip_claims)
-        if mine.port_claims:
-            port_claims.extend(mine.port_claims)
-        if mine.lb_claims:
-            lb_claims.extend(mine.lb_claims)
+        if mine.plain:  # most Services: no other claim
+            continue
+        irregular.append((key, svc, mine))
+        ip_claims.extend(mine.more_ip_claims)
+        port_claims.extend(mine.port_claims)
+        lb_claims.extend(mine.lb_claims)
     memo.services = claims
 
     name_claims: list[Claim] = []
@@ -653,8 +651,9 @@ def _claims_of(
     wishes = svc.cluster_ips
     if svc.ip_family_policy == "SingleStack" and len(wishes) == 1 and svc.type not in NODE_PORT_TYPES:
         stated = svc.ip_families
-        if stated == families_of(wishes) and stated[0] in ip_spaces:  # most Services: `plain`, as below
-            claim = (f"{svc.namespace}/{svc.name} {stated[0]}", ip_spaces[stated[0]], wishes[0])
+        family = "IPv6" if ":" in wishes[0] else "IPv4"  # families_of(wishes)[0], without the call
+        if len(stated) == 1 and stated[0] == family and family in ip_spaces:  # most Services: `plain`, as below
+            claim = (f"{svc.namespace}/{svc.name} {family}", ip_spaces[family], wishes[0])
             return _ServiceClaims(svc, claim, (), (), (), True)
     families = _service_families(b, svc, allocating)
     if families is None:
