@@ -117,11 +117,13 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
     each further claim at once with the pool's FULL message. (Without the counts each claim beyond a
     full range probed all of it, and each claim for the lower band probed the whole upper band first:
     quadratic, and `replicas: 65536` never finished.)"""
-    if not held and all(space is OWNERS and wish is None for _, space, wish in claims):
+    if not held and claims and claims[0][1] is OWNERS:
         # A first load of a pool of first-seen times: each owner is its own value, as step 3 gives it, without
-        # the three dictionary operations a claim costs there (100,000s of claims: Services).
-        owners: dict[str, str | Refusal] = {owner: owner for owner, _, _ in claims}
-        return owners
+        # the three dictionary operations a claim costs there (100,000s of claims: Services). When some claim
+        # is not such a claim, or an owner comes twice, there are fewer values than claims: the steps below.
+        owners: dict[str, str | Refusal] = {o: o for o, space, wish in claims if space is OWNERS and wish is None}
+        if len(owners) == len(claims):
+            return owners
     taken: dict[str, str] = {}
     result: dict[str, str | Refusal] = {}
     rest: Sequence[Claim] = claims  # the claims step 1 leaves, for steps 2 and 3 (on a reload, few)
@@ -473,7 +475,7 @@ class Store:
         grows) a new row; an owner that keeps its value keeps the time it got it."""
         held = old.values
         common = stamp if old.common is None else old.common
-        if not held and all(type(v) is str for v in result.values()):  # a first load that refused nothing
+        if not held and Refusal not in map(type, result.values()):  # a first load that refused nothing
             values = cast(dict[str, str], dict(result))  # (an OWNERS value is already its owner's string)
         else:  # a value equal to its owner (the "object" pool's) is kept as the owner's string: one string
             values = {o: o if v == o else v for o, v in result.items() if isinstance(v, str)}

@@ -397,7 +397,7 @@ def build(
         runs[:] = [f if (f := final_pods.get((p.namespace, p.name))) and f.owner == p.owner else p for p in runs]
 
     got_ips = results["service-ip"]
-    if len(got_ips) == len(ip_claims) and not any(isinstance(got, Refusal) for got in got_ips.values()):
+    if len(got_ips) == len(ip_claims) and Refusal not in map(type, got_ips.values()):  # (one pass, in C)
         visit: Iterable[tuple[tuple[str, str], Service, _ServiceClaims | None]] = irregular  # plain ones: as stated
     else:
         visit = ((key, svc, claims.get(key)) for key, svc in services.items())
