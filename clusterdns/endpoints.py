@@ -133,8 +133,10 @@ def derive_endpoints(
         manual[eo.key].extend(eo.endpoints)
 
     before = previous.endpoints if previous is not None else {}
-    out: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+    out: dict[tuple[str, str], tuple[Endpoint, ...]] = dict.fromkeys(services, ())
     for key, svc in services.items():
+        if svc.selector is None and (not manual or key not in manual):  # none written (many): () as it is
+            continue
         if kept and key in kept:
             out[key] = kept[key]
             continue

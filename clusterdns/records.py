@@ -139,12 +139,17 @@ class Zone:
         by_cluster_ip = self.by_cluster_ip
         endpoints: dict[str, list[str]] = {}
         with_endpoints = self.registry.endpoints
+        # Without any endpoint (Services only, as in a zone of selectorless Services), there are cluster IPs
+        # to index and nothing to look up per Service; any() stops at the first Service with endpoints.
+        some = any(with_endpoints.values())
         for key, svc in self.services.items():
             if svc.type == EXTERNAL_NAME:
                 continue
             if not svc.headless:
                 for ip in svc.cluster_ips:
                     by_cluster_ip.setdefault(ip, svc)
+            if not some:
+                continue
             eps = with_endpoints.get(key)
             if not eps:
                 continue

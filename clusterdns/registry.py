@@ -43,7 +43,7 @@ from clusterdns.problems import FileResult, ManifestError, Path, Problem
 from clusterdns.workloads import replica_owners, workload_pods
 
 ALWAYS_NAMESPACES = ("default", "kube-public", "kube-system")
-AGED_KINDS = ("Service", "Namespace", "Endpoints")  # Pods: the time of their IP
+AGED_KINDS = ("Namespace", "Endpoints")  # and every Service; Pods: the time of their IP
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 # Locates a field of an object declared at Source: returns its line, or 0. Given by the I/O layer.
@@ -213,22 +213,29 @@ class Memo:
 class _ServiceClaims:
     """One parsed Service's claims and, once allocated, the Service it became (the parsed one itself when
     it was given what it states). Kept for every Service between loads, so kept small: the primary
-    cluster IP's claim on its own, and most Services' other claims are the one empty tuple."""
+    cluster IP's claim on its own, and most Services' other claims are the one empty tuple.
 
-    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "port_claims", "seen")
+    `plain`: the Service claims only the one cluster IP it states, and states the family of that IP (most
+    Services). Such a claim gets its wish or is refused, so when the pool refuses nothing the Service is
+    the parsed one as it stands, and `build` does not visit it again."""
+
+    __slots__ = ("final", "ip_claim", "lb_claims", "more_ip_claims", "parsed", "plain", "port_claims", "seen")
 
     def __init__(
         self,
         parsed: Service,
-        ip_claims: Sequence[Claim],
+        ip_claim: Claim,  # a Service has one cluster IP per family, at least one
+        more_ip_claims: tuple[Claim, ...],  # a dual-stack Service's second
         port_claims: tuple[Claim, ...],
         lb_claims: tuple[Claim, ...],
+        plain: bool,
     ) -> None:
         self.parsed = parsed
-        self.ip_claim = ip_claims[0]  # a Service has one cluster IP per family, at least one
-        self.more_ip_claims = tuple(ip_claims[1:]) if len(ip_claims) > 1 else ()  # a dual-stack Service's second
+        self.ip_claim = ip_claim
+        self.more_ip_claims = more_ip_claims
         self.port_claims = port_claims
         self.lb_claims = lb_claims
+        self.plain = plain
         self.seen = f"Service/{parsed.namespace}/{parsed.name}"  # its owner in the pool of first-seen times
         self.final: Service | None = None
 
@@ -279,14 +286,22 @@ def build(
     memo = memo or Memo()
     b = _Builder(config, store, now, locate, memo)
     notes: list[Problem] = []
-    objects: dict[tuple[str, str, str], Object] = {}
-    by_kind: dict[str, list[Object]] = defaultdict(list)
+    objects: dict[tuple[str, str, str], Object] = {}  # but Services
+    by_kind: dict[str, list[Object]] = defaultdict(list)  # but Services
     kinds: dict[type, str] = {}  # kind_of's answers by type, one call per type (100,000s of objects)
-    declared: dict[tuple[str, str], Service] = {}
+    declared: dict[tuple[str, str], Service] = {}  # Services, the most objects: one key and one dict each
+    # First-seen claims, for kubectl's AGE column, of the kinds `get` lists other than Services (below),
+    # in declaration order (the order of the pool's stored text); Pods use their IP's time.
+    seen_claims: list[Claim] = []
     for result in files:
         b.problems.extend(result.problems)
         notes.extend(result.notes)
         for obj in result.objects:
+            if type(obj) is Service:
+                first: Object = declared.setdefault((obj.namespace, obj.name), obj)
+                if first is not obj:
+                    b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
+                continue
             kind = kinds.get(type(obj))
             if kind is None:
                 kind = kind_of(obj)
@@ -296,8 +311,8 @@ def build(
             first = objects.setdefault((kind, namespace, obj.name), obj)
             if first is obj:
                 by_kind[kind].append(obj)
-                if kind == "Service" and isinstance(obj, Service):
-                    declared[(namespace, obj.name)] = obj
+                if kind in AGED_KINDS:
+                    seen_claims.append((f"{kind}/{namespace}/{obj.name}", OWNERS, None))
             else:
                 b.problem(obj, (), f"duplicate object; the one at {first.source} is used")
 
@@ -327,26 +342,30 @@ def build(
     port_claims: list[Claim] = []
     lb_claims: list[Claim] = []
     claims: dict[tuple[str, str], _ServiceClaims] = {}
-    claimed: list[_ServiceClaims | None] = []  # each Service's claims, in order, for applying the results
-    remembered = memo.services
+    irregular: list[tuple[tuple[str, str], Service, _ServiceClaims | None]] = []  # those not `plain`
+    # Every Service's first-seen claim, built-in ones too, with the memo's string where it has one (the
+    # string the pool keeps, which a reload finds at once); after the other kinds' in the pool.
+    service_seen: list[Claim] = []
+    remembered, node_ports = memo.services, memo.node_ports
     for key, svc in services.items():
-        if svc.type == EXTERNAL_NAME or svc.headless:
-            claimed.append(None)
+        mine = None
+        if svc.type != EXTERNAL_NAME and not svc.headless:
+            mine = remembered.get(key) if remembered else None
+            if mine is None or mine.parsed is not svc:
+                mine = _claims_of(b, svc, allocating, ip_spaces, node_ports, lb_spaces)
+        if mine is None:  # it claims nothing: ExternalName, headless, or of families that are not served
+            irregular.append((key, svc, None))
+            service_seen.append((f"Service/{svc.namespace}/{svc.name}", OWNERS, None))
             continue
-        mine = remembered.get(key)
-        if mine is None or mine.parsed is not svc:
-            mine = _claims_of(b, svc, allocating, ip_spaces, memo.node_ports, lb_spaces)
-        claimed.append(mine)
-        if mine is None:
-            continue
+        service_seen.append((mine.seen, OWNERS, None))
         claims[key] = mine
         ip_claims.append(mine.ip_claim)
-        if mine.more_ip_claims:
-            ip_claims.extend(mine.more_ip_claims)
-        if mine.port_claims:
-            port_claims.extend(mine.port_claims)
-        if mine.lb_claims:
-            lb_claims.extend(mine.lb_claims)
+        if mine.plain:  # most Services: no other claim
+            continue
+        irregular.append((key, svc, mine))
+        ip_claims.extend(mine.more_ip_claims)
+        port_claims.extend(mine.port_claims)
+        lb_claims.extend(mine.lb_claims)
     memo.services = claims
 
     name_claims: list[Claim] = []
@@ -356,18 +375,7 @@ def build(
         space = SuffixSpace(w.pod_prefix)
         name_claims.extend((owner, space, None) for owner in replica_owners(w))
 
-    # First-seen times, for kubectl's AGE column: of the kinds `get` lists (Pods use their IP's time).
-    seen_claims: list[Claim] = [
-        (f"{kind}/{ns}/{name}", OWNERS, None)
-        for (kind, ns, name) in objects
-        if kind in AGED_KINDS and kind != "Service"
-    ]
-    # Every Service, built-in ones too; with the memo's string where it has one, the string the pool keeps,
-    # which a reload finds at once.
-    seen_claims += [
-        (mine.seen if mine is not None else f"Service/{svc.namespace}/{svc.name}", OWNERS, None)
-        for svc, mine in zip(services.values(), claimed, strict=True)
-    ]
+    seen_claims += service_seen
 
     pools = {"service-ip": ip_claims, "node-port": port_claims, "pod-name": name_claims, "object": seen_claims}
     if lb_spaces:  # without --loadbalancer-cidr the pool is left as it is, not emptied
@@ -388,15 +396,20 @@ def build(
     for _w, _got, runs in generated.values():  # the memo keeps the Pods with their IPs, not a second copy
         runs[:] = [f if (f := final_pods.get((p.namespace, p.name))) and f.owner == p.owner else p for p in runs]
 
+    got_ips = results["service-ip"]
+    if len(got_ips) == len(ip_claims) and Refusal not in map(type, got_ips.values()):  # (one pass, in C)
+        visit: Iterable[tuple[tuple[str, str], Service, _ServiceClaims | None]] = irregular  # plain ones: as stated
+    else:
+        visit = ((key, svc, claims.get(key)) for key, svc in services.items())
     final_services = _apply_service_allocations(
-        b, services, claimed, results["service-ip"], results["node-port"], results.get("load-balancer-ip", {})
+        b, services, visit, got_ips, results["node-port"], results.get("load-balancer-ip", {})
     )
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in ALWAYS_NAMESPACES}
     for obj in by_kind["Namespace"]:
         assert isinstance(obj, Namespace)
         namespaces[obj.name] = obj
-    for ns in {ns for _, ns, _ in objects}:
+    for ns in {ns for _, ns, _ in objects} | {ns for ns, _ in declared}:
         if ns and ns not in namespaces:
             namespaces[ns] = Namespace(ns)
 
@@ -635,11 +648,17 @@ def _claims_of(
     LoadBalancer Service, and a load-balancer IP of each of its families that --loadbalancer-cidr has for a
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
+    wishes = svc.cluster_ips
+    if svc.ip_family_policy == "SingleStack" and len(wishes) == 1 and svc.type not in NODE_PORT_TYPES:
+        stated = svc.ip_families
+        family = "IPv6" if ":" in wishes[0] else "IPv4"  # families_of(wishes)[0], without the call
+        if len(stated) == 1 and stated[0] == family and family in ip_spaces:  # most Services: `plain`, as below
+            claim = (f"{svc.namespace}/{svc.name} {family}", ip_spaces[family], wishes[0])
+            return _ServiceClaims(svc, claim, (), (), (), True)
     families = _service_families(b, svc, allocating)
     if families is None:
         return None
     base = f"{svc.namespace}/{svc.name} "
-    wishes = svc.cluster_ips
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
@@ -655,91 +674,106 @@ def _claims_of(
     lb_claims: tuple[Claim, ...] = ()
     if svc.type == LOAD_BALANCER and not svc.load_balancer_ingress:
         lb_claims = tuple([(base + f, lb_spaces[f], None) for f in families if f in lb_spaces])
-    return _ServiceClaims(svc, ip_claims, port_claims, lb_claims)
+    plain = (
+        len(ip_claims) == 1
+        and len(wishes) == 1
+        and not (port_claims or lb_claims)
+        and svc.ip_families == families_of(wishes)
+    )
+    return _ServiceClaims(svc, ip_claims[0], tuple(ip_claims[1:]), port_claims, lb_claims, plain)
 
 
 def _apply_service_allocations(
     b: _Builder,
     services: Mapping[tuple[str, str], Service],
-    claimed: Sequence[_ServiceClaims | None],
+    visit: Iterable[tuple[tuple[str, str], Service, _ServiceClaims | None]],
     ips: Mapping[str, str | Refusal],
     ports: Mapping[str, str | Refusal],
     balancers: Mapping[str, str | Refusal],
 ) -> dict[tuple[str, str], Service]:
-    """Each Service with the cluster IPs and node ports it was given (`claimed`: the claims of each
-    Service, in order, None for one that claims nothing); one refused anything is left out. A Service
-    given what it states is the parsed one itself; one given what it was given last time is the Service
-    it became then."""
-    out: dict[tuple[str, str], Service] = {}
-    for (key, svc), mine in zip(services.items(), claimed, strict=True):
-        if mine is None:
-            if svc.type == EXTERNAL_NAME or svc.headless:
-                out[key] = svc
-            continue
-        stated = svc.cluster_ips
-        if (
-            len(stated) == 1
-            and not (mine.more_ip_claims or mine.port_claims or mine.lb_claims)
-            and (mine.final is None or mine.final is svc)
-            and ips[mine.ip_claim[0]] == stated[0]
-            and svc.ip_families == families_of(stated)
-        ):  # most Services: given the one cluster IP they state, they are the parsed Service, as below
-            out[key] = mine.final = svc
-            continue
-        refused = False
-        if not mine.more_ip_claims:  # most Services
-            got = ips[mine.ip_claim[0]]
-            cluster_ips: tuple[str, ...] = (got,) if isinstance(got, str) else ()
-            wanted = 1
+    """`services` with the cluster IPs and node ports they were given; one refused anything is left out.
+
+    `visit` holds, in order, the Services to look at with their claims (None for one that claims nothing);
+    those left out of it stay as they are: `build` leaves out the `plain` Services when the pool refused
+    nothing. A Service given what it states is the parsed one itself; one given what it was given last time
+    is the Service it became then."""
+    out = dict(services)  # in order; a Service replaced keeps its place
+    for key, svc, mine in visit:
+        final = _allocated(b, svc, mine, ips, ports, balancers)
+        if final is None:
+            del out[key]
         else:
-            cluster_ips = tuple([got for owner, _, _ in mine.ip_claims if isinstance(got := ips[owner], str)])
-            wanted = 1 + len(mine.more_ip_claims)
-        if len(cluster_ips) < wanted:
-            for i, (owner, _, _) in enumerate(mine.ip_claims):
-                if isinstance(got := ips[owner], Refusal):
-                    path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
-                    b.problem(svc, path, got.message)
-            refused = True
-        new_ports = svc.ports
-        if mine.port_claims:
-            listed = list(svc.ports)
-            for i, (owner, _, _) in enumerate(mine.port_claims):
-                got = ports[owner]
-                if isinstance(got, Refusal):
-                    b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
-                    refused = True
-                elif listed[i].node_port != int(got):
-                    listed[i] = dataclasses.replace(listed[i], node_port=int(got))
-            new_ports = tuple(listed)
-        ingress = svc.load_balancer_ingress
-        if mine.lb_claims:
-            given: list[str] = []
-            for owner, _, _ in mine.lb_claims:
-                got = balancers[owner]
-                if isinstance(got, Refusal):  # the Service stays, <pending>, as without a controller
-                    b.problem(svc, ("spec", "type"), f"no load-balancer IP: {got.message} (--loadbalancer-cidr)")
-                else:
-                    given.append(got)
-            ingress = (*ingress, *given)
-        if refused:
-            continue
-        final = mine.final
-        if (
-            final is None
-            or final.cluster_ips != cluster_ips
-            or final.ports != new_ports
-            or final.load_balancer_ingress != ingress
-        ):
-            families = families_of(cluster_ips)
-            if (
-                svc.cluster_ips == cluster_ips
-                and svc.ip_families == families
-                and svc.ports == new_ports
-                and svc.load_balancer_ingress == ingress
-            ):
-                final = svc
-            else:
-                final = _service_with(svc, cluster_ips, new_ports, families, ingress)
-            mine.final = final
-        out[key] = final
+            out[key] = final
     return out
+
+
+def _allocated(
+    b: _Builder,
+    svc: Service,
+    mine: _ServiceClaims | None,
+    ips: Mapping[str, str | Refusal],
+    ports: Mapping[str, str | Refusal],
+    balancers: Mapping[str, str | Refusal],
+) -> Service | None:
+    """One Service with what its claims were given, or None (and problems) when it was refused any."""
+    if mine is None:
+        return svc if svc.type == EXTERNAL_NAME or svc.headless else None
+    if mine.plain and ips[mine.ip_claim[0]] == svc.cluster_ips[0]:  # given the one IP it states: as below
+        mine.final = svc
+        return svc
+    refused = False
+    if not mine.more_ip_claims:  # most Services
+        got = ips[mine.ip_claim[0]]
+        cluster_ips: tuple[str, ...] = (got,) if isinstance(got, str) else ()
+        wanted = 1
+    else:
+        cluster_ips = tuple([got for owner, _, _ in mine.ip_claims if isinstance(got := ips[owner], str)])
+        wanted = 1 + len(mine.more_ip_claims)
+    if len(cluster_ips) < wanted:
+        for i, (owner, _, _) in enumerate(mine.ip_claims):
+            if isinstance(got := ips[owner], Refusal):
+                path: Path = ("spec", "clusterIPs", i) if len(svc.cluster_ips) > 1 else ("spec", "clusterIP")
+                b.problem(svc, path, got.message)
+        refused = True
+    new_ports = svc.ports
+    if mine.port_claims:
+        listed = list(svc.ports)
+        for i, (owner, _, _) in enumerate(mine.port_claims):
+            got = ports[owner]
+            if isinstance(got, Refusal):
+                b.problem(svc, ("spec", "ports", i, "nodePort"), got.message)
+                refused = True
+            elif listed[i].node_port != int(got):
+                listed[i] = dataclasses.replace(listed[i], node_port=int(got))
+        new_ports = tuple(listed)
+    ingress = svc.load_balancer_ingress
+    if mine.lb_claims:
+        given: list[str] = []
+        for owner, _, _ in mine.lb_claims:
+            got = balancers[owner]
+            if isinstance(got, Refusal):  # the Service stays, <pending>, as without a controller
+                b.problem(svc, ("spec", "type"), f"no load-balancer IP: {got.message} (--loadbalancer-cidr)")
+            else:
+                given.append(got)
+        ingress = (*ingress, *given)
+    if refused:
+        return None
+    final = mine.final
+    if (
+        final is None
+        or final.cluster_ips != cluster_ips
+        or final.ports != new_ports
+        or final.load_balancer_ingress != ingress
+    ):
+        families = families_of(cluster_ips)
+        if (
+            svc.cluster_ips == cluster_ips
+            and svc.ip_families == families
+            and svc.ports == new_ports
+            and svc.load_balancer_ingress == ingress
+        ):
+            final = svc
+        else:
+            final = _service_with(svc, cluster_ips, new_ports, families, ingress)
+        mine.final = final
+    return final

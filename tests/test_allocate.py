@@ -651,6 +651,20 @@ def test_assign_is_linear_beyond_a_full_space() -> None:
     assert refusals == {"node port range 30000-30099 is full: 10,000 node ports needed, 100 available"}
 
 
+def test_owners_pool_first_load_as_general_rule() -> None:
+    """A first load of first-seen times gives each owner itself once, as with something held or another claim."""
+    from clusterdns.allocate import OWNERS
+
+    claims: list[Claim] = [("Service/a/x", OWNERS, None), ("Namespace//a", OWNERS, None), ("Service/a/x", OWNERS, None)]
+    want = {"Service/a/x": "Service/a/x", "Namespace//a": "Namespace//a"}
+    assert assign(claims[:2], {}) == want
+    assert list(assign(claims, {})) == list(want)  # an owner twice: once, in its first place
+    assert assign(claims, {}) == assign(claims, {"Service/b/y": "Service/b/y"}) == want
+    space = IPSpace("10.0.0.0/24", ["10.0.0.0/24"])
+    mixed = assign([*claims[:2], ("default/web IPv4", space, "10.0.0.9")], {})
+    assert mixed == {**want, "default/web IPv4": "10.0.0.9"}
+
+
 def test_pool_json_is_json_dumps() -> None:
     """A pool's row is written as json.dumps writes it, whatever the strings and stamps hold."""
     from clusterdns.allocate import _pool_json
