@@ -159,12 +159,6 @@ def assign(claims: Sequence[Claim], held: Mapping[str, str], pool: str = "") -> 
     for owner, space, _wish in automatic:  # 3. automatic
         if owner in result:
             continue
-        if space is OWNERS:  # its one candidate: the owner itself
-            if owner in taken:
-                result[owner] = Refusal(_NO_FREE_VALUE)
-            else:
-                taken[owner] = result[owner] = owner
-            continue
         bands: tuple[int, ...] = getattr(space, "bands", ())
         counts: list[int] = []
         if bands:  # skip the full bands: never probe a band, or a space, with no free value
@@ -313,7 +307,7 @@ class IPSpace:
 
 class _Owners:
     """A pool whose value is the owner itself: one that only records when each owner was first seen.
-    `assign` knows it (OWNERS), and gives each claim its value without going through candidates()."""
+    `assign` gives a first load's claims of it (OWNERS) their values at once; others take the one candidate."""
 
     what = "object"
 

@@ -210,6 +210,11 @@ class Memo:
         return space
 
 
+def _seen_owner(svc: Service) -> str:
+    """A Service's owner in the pool of first-seen times."""
+    return f"Service/{svc.namespace}/{svc.name}"
+
+
 class _ServiceClaims:
     """One parsed Service's claims and, once allocated, the Service it became (the parsed one itself when
     it was given what it states). Kept for every Service between loads, so kept small: the primary
@@ -236,7 +241,7 @@ class _ServiceClaims:
         self.port_claims = port_claims
         self.lb_claims = lb_claims
         self.plain = plain
-        self.seen = f"Service/{parsed.namespace}/{parsed.name}"  # its owner in the pool of first-seen times
+        self.seen = _seen_owner(parsed)
         self.final: Service | None = None
 
     @property
@@ -355,7 +360,7 @@ def build(
                 mine = _claims_of(b, svc, allocating, ip_spaces, node_ports, lb_spaces)
         if mine is None:  # it claims nothing: ExternalName, headless, or of families that are not served
             irregular.append((key, svc, None))
-            service_seen.append((f"Service/{svc.namespace}/{svc.name}", OWNERS, None))
+            service_seen.append((_seen_owner(svc), OWNERS, None))
             continue
         service_seen.append((mine.seen, OWNERS, None))
         claims[key] = mine
@@ -649,16 +654,15 @@ def _claims_of(
     LoadBalancer Service without status.loadBalancer.ingress (as a load-balancer controller would give it).
     None (and a problem) when its families can't be served."""
     wishes = svc.cluster_ips
+    base = f"{svc.namespace}/{svc.name} "  # each claim's owner: this and the family (or the port)
     if svc.ip_family_policy == "SingleStack" and len(wishes) == 1 and svc.type not in NODE_PORT_TYPES:
         stated = svc.ip_families
         family = "IPv6" if ":" in wishes[0] else "IPv4"  # families_of(wishes)[0], without the call
         if len(stated) == 1 and stated[0] == family and family in ip_spaces:  # most Services: `plain`, as below
-            claim = (f"{svc.namespace}/{svc.name} {family}", ip_spaces[family], wishes[0])
-            return _ServiceClaims(svc, claim, (), (), (), True)
+            return _ServiceClaims(svc, (base + family, ip_spaces[family], wishes[0]), (), (), (), True)
     families = _service_families(b, svc, allocating)
     if families is None:
         return None
-    base = f"{svc.namespace}/{svc.name} "
     if len(families) == 1:  # most Services
         ip_claims: Sequence[Claim] = ((base + families[0], ip_spaces[families[0]], wishes[0] if wishes else None),)
     else:
