@@ -33,11 +33,12 @@ SRV = dns.rdatatype.SRV
 SOA = dns.rdatatype.SOA
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 A_IN = struct.pack("!HH", A, 1)  # type and class at the end of a question (the most asked: respond uses it)
-_AAAA_IN = struct.pack("!HH", AAAA, 1)
-_SRV_IN = struct.pack("!HH", SRV, 1)
+AAAA_IN = struct.pack("!HH", AAAA, 1)
+SRV_IN = struct.pack("!HH", SRV, 1)
 # The label right above the zone (CoreDNS parse.go) that names something other than "no such name" takes
 # the general path; `dns` and `hostmaster` also begin the SOA's MNAME and RNAME.
 _NOT_NONE = (b"svc", b"pod", b"dns", b"dns-version", b"hostmaster")
+SHAPES_KEPT = 10_000  # bound on the parents whose shape is kept (Direct._parent), per snapshot
 
 # Header bytes 2-12 (flags, counts) of our answers, RD and CD clear: QR, AA, rcode; QDCOUNT 1.
 _NODATA = b"\x84\x00\x00\x01\x00\x00\x00\x01\x00\x00"
@@ -58,7 +59,7 @@ class Direct:
         self.svc_wire = b"\x03svc" + self.zone_wire
         ttl = struct.pack("!I", zone.ttl)
         self._a = b"\xc0\x0c" + A_IN + ttl + b"\x00\x04"  # an A record owned by the question's name
-        self._aaaa = b"\xc0\x0c" + _AAAA_IN + ttl + b"\x00\x10"
+        self._aaaa = b"\xc0\x0c" + AAAA_IN + ttl + b"\x00\x10"
         self._srv = b"\xc0\x0c" + struct.pack("!HH", SRV, 1) + ttl
         mname, rname, *numbers = zone.soa.rdata
         ns, dns_ = mname.split(".")[:2]
@@ -73,8 +74,17 @@ class Direct:
         self._denials: dict[int, bytes] = {}  # the SOA, by the offset of the zone's name in the message
         self._kinds: dict[tuple[bytes, int], Kind] = {}
         self.one_a = self._kind(_counts(1, 0), A)
-        self._no_aaaa = self._kind(_NODATA, AAAA)
-        self._srv_one = self._kind(_counts(1, 1), SRV)
+        self.no_aaaa = self._kind(_NODATA, AAAA)
+        self.one_srv = self._kind(_counts(1, 1), SRV)
+        # What the common answers share, worked out once instead of for each question: the authority section
+        # of a denial of a name `n` bytes long that ends in the zone's name (by n), the fixed part of an SRV
+        # record of weight 100 whose target is `n` bytes long (by n), and a pointer to offset 12 + n.
+        zone_at = 12 - len(self.zone_wire)
+        self.denial = [self._soa_at(zone_at + n) if n >= len(self.zone_wire) else b"" for n in range(256)]
+        self._srv_fixed = [self._srv + struct.pack("!HHH", 6 + n, 0, 100) for n in range(256)]
+        self._pointers = [struct.pack("!H", 0xC000 | (12 + n)) for n in range(256)]
+        # (labels below the zone, the last of them) of names under the zone, by name: see _shape
+        self._shapes: dict[bytes, tuple[int, bytes] | None] = {}
         self.names = self._index(zone)
 
     def _index(self, zone: Zone) -> dict[bytes, bytes | Service]:
@@ -98,6 +108,8 @@ class Direct:
             try:
                 key = (chr(len(name)) + name).encode("latin-1") + tail
             except UnicodeEncodeError:  # nor this
+                continue
+            if len(key) > 255:  # nor a name this long
                 continue
             ips = svc.cluster_ips
             if len(ips) != 1 or svc.headless or svc.type == external or ":" in ips[0]:
@@ -138,10 +150,10 @@ class Direct:
         if type(found) is bytes:  # the name of a Service with one IPv4 cluster IP
             if tail == A_IN:
                 return self.one_a, found[:16]
-            if tail == _AAAA_IN:
-                return self._no_aaaa, self._soa_at(12 + len(name) - len(self.zone_wire))
-            if tail == _SRV_IN and len(found) > 16:
-                return self._one_srv(name, 0, found)
+            if tail == AAAA_IN:
+                return self.no_aaaa, self.denial[len(name)]
+            if tail == SRV_IN and len(found) > 16:
+                return self.one_srv, self._one_srv(name, 0, found)
         if len(tail) != 4 or tail[2:] != b"\x00\x01" or not name.endswith(self.zone_wire):
             return None
         qtype = tail[0] << 8 | tail[1]
@@ -156,13 +168,82 @@ class Direct:
             if 1 < at < 65 and at < len(name) and 0 < name[at] < 64:
                 at += name[at] + 1
                 found = self.names.get(name[at:])
-                if type(found) is bytes and tail == _SRV_IN and name[:at] == found[18:]:
-                    return self._one_srv(name, at, found)
+                if type(found) is bytes and tail == SRV_IN and name[:at] == found[18:]:
+                    return self.one_srv, self._one_srv(name, at, found)
                 if found is not None:
                     return self._service(name, qtype, at, found)
-        # Any other name of the zone, read label by label as CoreDNS parse.go does: how many labels there are
-        # below the zone, and the last of them.
+        # Any other name of the zone, as CoreDNS parse.go reads it: how many labels there are below the zone,
+        # and the last of them.
+        shape = self._shape(name) if len(name) <= 255 else None
+        if shape is None:
+            return None
+        labels, tree = shape
+        if tree == b"svc":
+            if labels < 5 and labels != 3:  # the svc tree, a namespace, an endpoint: the general path
+                return None
+            # 3 and 5: no such Service (both looked up above); more: no such name
+        elif tree in _NOT_NONE:
+            return None
+        return self._kind(_NXDOMAIN, qtype), self.denial[len(name)]
+
+    def srv(self, name: bytes) -> bytes | None:
+        """The answer's sections for SRV of `_<port>._<proto>.<svc>.<ns>.svc.<zone>` (in wire form, as the table
+        spells it: in lower case) when that Service has one IPv4 cluster IP and that is its one named port, the
+        most asked SRV question; None for any other name. The answer's kind is `one_srv`."""
+        at = name[0] + 1 if name else 0
+        if 1 < at < len(name):
+            at += name[at] + 1
+            found = self.names.get(name[at:])
+            if type(found) is bytes and name[:at] == found[18:] and len(name) <= 255:
+                return self._one_srv(name, at, found)
+        return None
+
+    def denies(self, name: bytes) -> bool:
+        """Whether the name `name` (in wire form, in any letter case) does not exist whatever its first label is:
+        a name under the zone, neither a Service's nor in a tree with other names (CoreDNS parse.go), as the
+        search-path expansions of a Service's name are (`<svc>.<ns>.svc.<zone>.<zone>`). Its denial is
+        `denial[len(name)]` with the kind `nxdomain(qtype)`."""
+        first = name[0] if name else 0
+        if 0 < first < 64 and len(name) <= 255:
+            shape = self._parent(name[first + 1 :])
+            if shape is not None and shape[0]:
+                labels, tree = shape
+                return labels >= 5 if tree == b"svc" else tree not in _NOT_NONE
+        return False
+
+    def nxdomain(self, qtype: int) -> Kind:
+        return self._kind(_NXDOMAIN, qtype)
+
+    def _shape(self, name: bytes) -> tuple[int, bytes] | None:
+        """How many labels `name` (which ends with the zone's name, in lower case) has below the zone, and the
+        last of them; None when its labels don't end where the zone's name begins."""
+        first = name[0]
+        if not 0 < first < 64:
+            return None
+        shape = self._parent(name[first + 1 :])
+        if shape is None:
+            return None
+        labels, tree = shape
+        return labels + 1, tree or name[1 : first + 1]
+
+    def _parent(self, name: bytes) -> tuple[int, bytes] | None:
+        """_shape of a name's parent, the last label in lower case, (0, b"") for the zone's own name; kept, as
+        asked: the names asked that are not a Service's are mostly search-path expansions of one, and a
+        cluster has a few thousand of their parents (`<ns>.svc.<zone>.<zone>`)."""
+        try:
+            return self._shapes[name]
+        except KeyError:
+            shape = self._walk(name.lower())
+            if len(self._shapes) >= SHAPES_KEPT:
+                self._shapes.clear()
+            self._shapes[name] = shape
+            return shape
+
+    def _walk(self, name: bytes) -> tuple[int, bytes] | None:
+        """_parent, label by label."""
         zone_at = len(name) - len(self.zone_wire)
+        if zone_at < 0 or name[zone_at:] != self.zone_wire:
+            return None
         i = labels = last = 0
         while i < zone_at:
             length = name[i]
@@ -171,16 +252,9 @@ class Direct:
             last = i
             labels += 1
             i += length + 1
-        if i != zone_at or not labels or len(name) > 255:
+        if i != zone_at:
             return None
-        tree = name[last + 1 : zone_at]
-        if tree == b"svc":
-            if labels < 5 and labels != 3:  # the svc tree, a namespace, an endpoint: the general path
-                return None
-            # 3 and 5: no such Service (both looked up above); more: no such name
-        elif tree in _NOT_NONE:
-            return None
-        return self._kind(_NXDOMAIN, qtype), self._soa_at(12 + zone_at)
+        return labels, name[last + 1 : zone_at] if labels else b""
 
     def _service(self, name: bytes, qtype: int, at: int, found: bytes | Service) -> Made | None:
         """The answer for a Service whose name starts at `at` of the question's name: `<svc>.<ns>.svc.<zone>`
@@ -214,7 +288,7 @@ class Direct:
                 )
                 if not ports:  # CoreDNS: an unmatched port is NXDOMAIN
                     head = _NODATA if not port and not protocol else _NXDOMAIN
-                    return self._kind(head, qtype), self._soa_at(12 + len(name) - len(self.zone_wire))
+                    return self._kind(head, qtype), self.denial[len(name)]
             if qtype == SRV and ports:
                 return self._srv_answer(name, at, svc, ports, addresses)
         if qtype in (A, AAAA):
@@ -224,20 +298,12 @@ class Direct:
             if records:
                 return self._kind(_counts(len(records), 0), qtype), b"".join(records)
         # NODATA: an address family the Service lacks, another type, or SRV of a Service without ports
-        return self._kind(_NODATA, qtype), self._soa_at(12 + len(name) - len(self.zone_wire))
+        return self._kind(_NODATA, qtype), self.denial[len(name)]
 
-    def _one_srv(self, name: bytes, at: int, found: bytes) -> Made:
-        """The SRV answer for the one port of a Service with one IPv4 cluster IP, from its entry in the table
-        (`_srv_answer` for that case: weight 100)."""
-        target = name[at:]
-        return self._srv_one, (
-            self._srv
-            + struct.pack("!HHH", 6 + len(target), 0, 100)
-            + found[16:18]
-            + target
-            + struct.pack("!H", 0xC000 | (12 + at))
-            + found[2:16]
-        )
+    def _one_srv(self, name: bytes, at: int, found: bytes) -> bytes:
+        """The SRV answer's sections for the one port of a Service with one IPv4 cluster IP, whose name starts at
+        `at` of the question's name, from its entry in the table (`_srv_answer` for that case: weight 100)."""
+        return self._srv_fixed[len(name) - at] + found[16:18] + name[at:] + self._pointers[at] + found[2:16]
 
     def _srv_answer(
         self, name: bytes, at: int, svc: Service, ports: tuple[ServicePort, ...], addresses: list[tuple[bool, bytes]]

@@ -28,7 +28,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from clusterdns.direct import A_IN, Direct, Made
+from clusterdns.direct import A_IN, AAAA_IN, SRV_IN, Direct, Made
 from clusterdns.metrics import BUILT, CACHED, NO_ZONE, READ, counter_slot
 from clusterdns.records import REFUSED, Answer, Zone
 from clusterdns.renderer import encode, heads
@@ -37,11 +37,12 @@ from clusterdns.wire import PLAIN_UDP_LIMIT, TCP_LIMIT, Query, header_reply, opt
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RECURSION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 CACHE_ENTRIES = 200_000  # bound on distinct questions cached per snapshot
-# Bound on direct answers (other than a Service's A) kept per snapshot, about 190 bytes each: all that a
-# 10,000-Service cluster is asked (some 26,000 in bench_dns' mix), about 6 MB per process at most.
+# Bound on the direct answers kept per snapshot (those respond does not write itself), about 190 bytes each,
+# about 6 MB per process at most.
 DIRECT_KEPT = 30_000
 TRUNCATED_FORMS = 16  # bound on the truncated forms (one per UDP size asked with) kept per question
 OPT = dns.rdatatype.OPT
+A, AAAA = dns.rdatatype.A, dns.rdatatype.AAAA
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, no other records
 _ZONE_TRANSFER = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 _OPT_RECORDS = (opt_record(False), opt_record(True))  # our OPT, by the client's DO bit
@@ -124,17 +125,28 @@ def _entry(question: bytes, answer: Answer, slot: int, limit: int = TCP_LIMIT) -
 class Responder:
     """Answers queries from one Zone. Make a new one for each registry snapshot."""
 
-    def __init__(self, zone: Zone, forwarding: bool = False, recursion: Recursion | None = None) -> None:
+    def __init__(
+        self, zone: Zone, forwarding: bool = False, recursion: Recursion | None = None, direct: bool = True
+    ) -> None:
         self.zone = zone
         self.forwarding = forwarding
         self.recursion = recursion or Recursion()
         self.cache: dict[bytes, _Entry] = {}
         self.direct = Direct(zone)
-        # The A record of a Service with one IPv4 cluster IP, as direct.answer writes it, in respond's own hands.
-        self._names = self.direct.names
+        # The usual answers, which direct.py writes from a table entry and a few shared parts as cheaply as
+        # they could be looked up, so they are not kept: the A record and the denial of AAAA of a Service
+        # with one IPv4 cluster IP (most questions), SRV of its one named port, and A and AAAA of a name that
+        # cannot exist (search-path expansions). With direct=False (tests), everything takes the general path.
+        self._names = self.direct.names if direct else {}
         (self._a_heads, _), self._a_slot = self.direct.one_a
-        # The other direct answers (AAAA, SRV, denials) cost 1.5-2 us more to write than to look up: the first
-        # DIRECT_KEPT questions asked keep theirs, as asked (never evicted, so a small zone keeps all of them).
+        (self._no_aaaa_heads, _), self._no_aaaa_slot = self.direct.no_aaaa
+        (self._srv_heads, _), self._srv_slot = self.direct.one_srv
+        self._nx = {A_IN: self.direct.nxdomain(A), AAAA_IN: self.direct.nxdomain(AAAA)}
+        self._denial = self.direct.denial
+        self._direct_on = direct
+        # The other direct answers (a Service's other types and shapes, other denials) cost 1.5-2 us more to
+        # write than to look up: the first DIRECT_KEPT questions asked keep theirs, as asked (never evicted, so
+        # a small zone keeps all of them).
         self._made: dict[bytes, Made] = {}
 
     def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:
@@ -146,32 +158,41 @@ class Responder:
         # in full, so its key proves the format.
         if query[4:12] == _PLAIN_COUNTS and not query[2] & 0xF8:
             name, tail = query[12:-4], query[-4:]
+            flags = (query[2] & 0x01) | ((query[3] & 0x10) >> 3)  # RD | CD << 1: which header of an answer
             found = self._names.get(name)
-            if type(found) is bytes and tail == A_IN:  # most questions: `direct`'s first case, written out here
-                return (
-                    query[0:2] + self._a_heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)] + query[12:] + found[:16],
-                    self._a_slot,
-                    CACHED,
-                )
+            if type(found) is bytes:  # `direct`'s first cases, written out here
+                if tail == A_IN:
+                    return query[0:2] + self._a_heads[flags] + query[12:] + found[:16], self._a_slot, CACHED
+                if tail == AAAA_IN:
+                    head = self._no_aaaa_heads[flags]
+                    return query[0:2] + head + query[12:] + self._denial[len(name)], self._no_aaaa_slot, CACHED
+            elif found is None and self._direct_on:
+                if tail == SRV_IN:
+                    body = self.direct.srv(name)
+                    if body is not None and (tcp or len(query) + len(body) <= PLAIN_UDP_LIMIT):
+                        return query[0:2] + self._srv_heads[flags] + query[12:] + body, self._srv_slot, CACHED
+                else:
+                    denied = self._nx.get(tail)  # A or AAAA
+                    if denied is not None and self.direct.denies(name):
+                        (heads, _), slot = denied
+                        return query[0:2] + heads[flags] + query[12:] + self._denial[len(name)], slot, CACHED
             question = query[12:]
             made = self._made.get(question)
-            if made is None:
+            if made is None and self._direct_on:
                 made = self.direct.answer(name, tail)
                 if made is not None and len(self._made) < DIRECT_KEPT:
                     self._made[question] = made
             if made is not None:
                 if tcp or len(query) + len(made[1]) <= PLAIN_UDP_LIMIT:
                     (shared, slot), body = made
-                    head = shared[0][(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
-                    return query[0:2] + head + query[12:] + body, slot, CACHED
+                    return query[0:2] + shared[0][flags] + query[12:] + body, slot, CACHED
                 return self._answer(query, tcp, client)
             cache = self.cache
             entry = cache.get(query[12:]) or cache.get(query[12:-4].lower() + query[-4:])
             if entry is not None and (tcp or entry.size <= PLAIN_UDP_LIMIT):
                 if entry.forward and self.recursion.allows(client):
                     return self._upstream(Query(query, len(query), False), entry)  # the key: all after the header
-                head = entry.heads[(query[2] & 0x01) | ((query[3] & 0x10) >> 3)]
-                return query[0:2] + head + query[12:] + entry.body, entry.slot, CACHED
+                return query[0:2] + entry.heads[flags] + query[12:] + entry.body, entry.slot, CACHED
         return self._answer(query, tcp, client)
 
     def _upstream(self, q: Query, entry: _Entry) -> Forward | Chase:
@@ -209,7 +230,7 @@ class Responder:
 
     def _direct(self, key: bytes) -> _Entry | None:
         """The entry of a common question, written straight from the snapshot (direct.py) and not cached."""
-        made = self.direct.answer(key[:-4], key[-4:])
+        made = self.direct.answer(key[:-4], key[-4:]) if self._direct_on else None
         if made is None:
             return None
         ((shared, counts_opt), slot), body = made

@@ -116,9 +116,7 @@ def spellings(name: str) -> Iterator[str]:
 
 def generic(zone: Zone, forwarding: bool = False) -> Responder:
     """A Responder that answers everything through the general path."""
-    responder = Responder(zone, forwarding=forwarding)
-    responder.direct.answer = lambda name, tail: None  # type: ignore[method-assign]
-    return responder
+    return Responder(zone, forwarding=forwarding, direct=False)
 
 
 def same(result: Result) -> object:
@@ -256,6 +254,13 @@ def raw_queries() -> Iterator[bytes]:
         svc + zone[:-1],
         svc[:3],
         b"",
+        # The first label and the parent of a name that cannot exist, as `Direct.denies` reads them.
+        b"\x3f" + b"x" * 10 + zone,  # a first label longer than the name
+        label(b"a") + b"\0" + zone,  # an empty label inside
+        label(b"a") + zone[:-1] + label(b"svc") + zone,  # ends like the zone, one label too few above it
+        label(b"a") * 4 + label(b"svc") + zone,  # 5 labels in the svc tree
+        label(b"a") * 5 + label(b"svc") + zone,  # 6
+        label(b"x") + label(b"a" * 63) * 3 + label(b"b" * 46) + zone,  # 256 bytes: its parent fits
     ]
     for body in bodies:
         for tail in tails:
@@ -274,6 +279,21 @@ def test_raw_questions(zone: Zone) -> None:
         for query in raw_queries():
             for tcp in (False, True):
                 assert same(direct.respond(query, tcp)) == same(general.respond(query, tcp)), query.hex()
+
+
+def test_shapes_kept_up_to_a_bound(zone: Zone, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parents whose shape is kept are dropped when they reach the bound; the answers stay the general
+    path's, for names whose parents are kept, dropped or read again."""
+    monkeypatch.setattr("clusterdns.direct.SHAPES_KEPT", 3)
+    direct, general = Responder(zone), generic(zone)
+    for i in range(20):
+        for name in (
+            f"x{i}.default.svc.cluster.local.cluster.local",
+            f"x.n{i}.svc.cluster.local.n{i}.svc.cluster.local",
+        ):
+            for query in variants(name, "A"):
+                assert same(direct.respond(query)) == same(general.respond(query)), name
+        assert len(direct.direct._shapes) <= 3
 
 
 @pytest.mark.parametrize("domain", ["example.org", "k8s", "svc.local", "dns.corp", "a.b.c.d", "x.svc", "svc"])

@@ -705,6 +705,7 @@ def broken_responder(tmp_path: Path) -> Responder:
     zone.lookup = broken  # type: ignore[method-assign,assignment]
     responder = Responder(zone)
     responder.direct.answer = broken  # type: ignore[method-assign,assignment]
+    responder.direct.srv = broken  # type: ignore[method-assign,assignment]
     return responder
 
 

@@ -3,7 +3,7 @@
 
     python tests/bench/bench_dns.py [--sizes 1000,10000,100000] [--seconds 10] [--modes udp,tcp]
         [--workers N] [--peers BIND,Knot,NSD,dnsmasq] [--dnsmasq-max 10000] [--check-size 100000]
-        [--baseline DIR] [--starts 3]
+        [--baseline DIR] [--starts 3] [--reference 1000]
 
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
 (BIND, Knot and NSD, each authoritative for it) and host-record/srv-host lines (dnsmasq). The query mix
@@ -23,6 +23,14 @@ figures are the medians). For each, the table shows:
   runs (in alternating order) is kept, with lost queries and latency, and clusterdns' ratio to each peer;
 - memory: the Pss of the server and all its processes (clusterdns' workers, NSD's servers), read from
   /proc/PID/smaps_rollup after every measured run of that size.
+
+This machine's speed drifts by 10-20% from minute to minute, more than some differences measured here, so
+two comparisons are also made at one moment:
+- a "reference" clusterdns on its own cluster of `--reference` Services (1,000), started first and warmed,
+  runs for `--cold` seconds right after each first-use run of clusterdns: the first second of every start
+  is set against it, and the median of those ratios is printed;
+- with `--baseline`, clusterdns against clusterdns before within each pass (run one after the other),
+  pass by pass, and their median.
 "clusterdns -m" is clusterdns with --http off: no metrics, so no counting; its row shows what counting
 costs. With `--baseline DIR`, "clusterdns before" is the clusterdns of the checkout DIR (a git worktree of
 an earlier commit), measured in the same run, to see whether a change made anything slower. dnsmasq
@@ -94,6 +102,7 @@ def generate(out: str, n: int, peers: bool = True) -> None:
                 f"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
                 f"spec:\n  clusterIP: {ip}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n"
             )
+    write_queries(out, svcs)
     if not peers:
         return
     with open(os.path.join(out, "cluster.local.zone"), "w") as f:
@@ -106,6 +115,10 @@ def generate(out: str, n: int, peers: bool = True) -> None:
         for name, ns, ip in svcs:
             fq = f"{name}.{ns}.svc.cluster.local"
             f.write(f"host-record={fq},{ip}\nsrv-host=_http._tcp.{fq},{fq},80,0,100\n")
+
+
+def write_queries(out: str, svcs: list[tuple[str, str, str]]) -> None:
+    """queries.txt: the mix, 200,000 questions."""
     rnd = random.Random(7)
     with open(os.path.join(out, "queries.txt"), "w") as f:
         for _ in range(200_000):
@@ -136,6 +149,7 @@ class Server:
     startup: float = NAN
     cold: dict[str, float] = dataclasses.field(default_factory=dict)
     state: str = ""  # clusterdns: its --state directory, removed before each start
+    queries: str = ""  # the reference clusterdns: its query file
     pss_mb: float = NAN
 
 
@@ -143,24 +157,26 @@ def servers_for(fx: str, peers: list[str], workers: int, baseline: str = "") -> 
     """clusterdns as it runs by default (metrics on), clusterdns without metrics (to see what counting
     costs), the clusterdns of the `baseline` checkout when given (as it runs by default), and the peers,
     each configured in the fixture directory on its own free port of 127.0.0.1."""
-    servers = []
-    ours = [("clusterdns", f"127.0.0.1:{free_port()}", ROOT), ("clusterdns -m", "off", ROOT)]
+    servers = [clusterdns(fx, "clusterdns", workers), clusterdns(fx, "clusterdns -m", workers, metrics=False)]
     if baseline:
-        ours.append(("clusterdns before", f"127.0.0.1:{free_port()}", baseline))
-    for name, http, root in ours:
-        env = dict(os.environ, PYTHONPATH=root)
-        port = free_port()
-        state = os.path.join(fx, "state" + name.replace(" ", ""))
-        cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
-        cmd += ["--state", state, "--service-cidr", SERVE_CIDR, "--port", str(port), "--upstream", "off"]
-        cmd += ["--http", http, "--lameduck", "0"]
-        if workers:
-            cmd += ["--workers", str(workers)]
-        servers.append(Server(name, cmd, port, name.replace(" ", "") + ".log", env, cwd=root, state=state))
+        servers.append(clusterdns(fx, "clusterdns before", workers, root=baseline))
     for peer in peers:
         port = free_port()
         servers.append(Server(peer, PEER_CONFIG[peer](fx, port), port, peer + ".log"))
     return servers
+
+
+def clusterdns(fx: str, name: str, workers: int, root: str = ROOT, metrics: bool = True) -> Server:
+    """clusterdns of the checkout `root` on the fixture in `fx`, on a free port of 127.0.0.1."""
+    port = free_port()
+    state = os.path.join(fx, "state" + name.replace(" ", ""))
+    cmd = [sys.executable, "-m", "clusterdns", "serve", "--zones", os.path.join(fx, "zones")]
+    cmd += ["--state", state, "--service-cidr", SERVE_CIDR, "--port", str(port), "--upstream", "off"]
+    cmd += ["--http", f"127.0.0.1:{free_port()}" if metrics else "off", "--lameduck", "0"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    env = dict(os.environ, PYTHONPATH=root)
+    return Server(name, cmd, port, name.replace(" ", "") + ".log", env, cwd=root, state=state)
 
 
 def named_config(fx: str, port: int) -> list[str]:
@@ -396,6 +412,12 @@ def main() -> int:
         default="",
         help="also measure the clusterdns of this checkout (a worktree of an earlier commit) as `clusterdns before`",
     )
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=1000,
+        help="Services of the warmed clusterdns measured right after each clusterdns first-use run (0: none)",
+    )
     parser.add_argument("--check-size", type=int, default=100_000, help="Services for `check` (0: no check)")
     parser.add_argument("--check-timeout", type=float, default=120, help="seconds before `check` is killed")
     args = parser.parse_args()
@@ -419,9 +441,47 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        reference = None
+        if args.reference:
+            reference = start_reference(stack.enter_context(tempfile.TemporaryDirectory()), args)
+            if reference is None:
+                return 1
+            stack.callback(stop, [reference])
+        return run(args, sizes, modes, peers, reference, started)
+
+
+def start_reference(fx: str, args: argparse.Namespace) -> Server | None:
+    """clusterdns on its own cluster of `--reference` Services, started and warmed up, kept running for the
+    whole run: measured right after each first-use run of clusterdns, so that the two are compared at the
+    same moment (this machine's speed drifts by 10-20% from minute to minute)."""
+    size = args.reference
+    generate(fx, size, peers=False)
+    server = clusterdns(fx, "clusterdns reference", args.workers)
+    qname = f"svc-{size - 1}.ns-{(size - 1) % max(1, size // 50)}.svc.cluster.local"
+    if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
+        print(f"the reference clusterdns ({size:,} Services) did not answer within {args.startup_timeout:.0f} s")
+        stop([server])
+        return None
+    server.queries = os.path.join(fx, "queries.txt")
+    dnsperf(server.port, server.queries, args.warmup, "udp")
+    return server
+
+
+def run(
+    args: argparse.Namespace,
+    sizes: list[int],
+    modes: list[str],
+    peers: list[str],
+    reference: Server | None,
+    started: float,
+) -> int:
+    """Every size in turn, then `check`, then the tables."""
     rows: list[tuple[int, str, str, dict[str, float]]] = []
     measured: list[tuple[int, Server]] = []
     checks: list[Check] = []
+    paired: dict[int, list[tuple[float, float]]] = {}  # by size: (clusterdns' first second, the reference's QPS)
+    passes: dict[tuple[int, str], list[float]] = {}  # by size and mode: clusterdns / clusterdns before, each pass
     for size in sizes:
         with tempfile.TemporaryDirectory() as fx:
             generate(fx, size)
@@ -455,6 +515,15 @@ def main() -> int:
                             f"first second {cold['first']:>8.0f} QPS, first {args.cold} s {cold['qps']:>8.0f} QPS",
                             flush=True,
                         )
+                        if server.name == "clusterdns" and reference is not None:
+                            dnsperf(reference.port, reference.queries, 1, "udp")  # after its idle time
+                            ref = dnsperf(reference.port, reference.queries, args.cold, "udp")
+                            paired.setdefault(size, []).append((cold["first"], ref["qps"]))
+                            print(
+                                f"{size:>6} {'':<13} the reference ({args.reference:,} Services, warmed) right "
+                                f"after: {ref['qps']:>8.0f} QPS; first second / it: {cold['first'] / ref['qps']:.2f}x",
+                                flush=True,
+                            )
                         if round_ + 1 < args.starts:
                             stop([server])
                 for server in servers:  # the medians of the rounds
@@ -468,6 +537,7 @@ def main() -> int:
                     # pass of each server is kept.
                     best: dict[str, dict[str, float]] = {}
                     for n in range(args.passes):
+                        this_pass: dict[str, float] = {}
                         for server in servers if n % 2 == 0 else reversed(servers):
                             dnsperf(server.port, queries, args.warmup, mode)  # answer caches, page faults
                             result = dnsperf(server.port, queries, args.seconds, mode)
@@ -478,6 +548,10 @@ def main() -> int:
                             )
                             if server.name not in best or result["qps"] > best[server.name]["qps"]:
                                 best[server.name] = result
+                            this_pass[server.name] = result["qps"]
+                        if "clusterdns before" in this_pass:
+                            ratio = this_pass["clusterdns"] / this_pass["clusterdns before"]
+                            passes.setdefault((size, mode), []).append(ratio)
                     rows.extend((size, mode, s.name, best[s.name]) for s in servers)
                 for server in servers:
                     assert server.proc is not None
@@ -493,6 +567,7 @@ def main() -> int:
             generate(fx, args.check_size, peers=False)
             checks.append(run_check(fx, args.check_size, args.check_timeout))
     print_tables(rows, measured, checks, sizes, args.cold)
+    print_pairs(paired, passes, args.reference)
     print(f"\nwhole run: {time.monotonic() - started:.0f} s")
     return 0
 
@@ -541,6 +616,26 @@ def print_tables(
             f"\n`clusterdns check`, {c.size:,} Services, {c.expected:,} cluster IPs outside {CHECK_CIDR}: "
             f"{c.status}, peak RSS {c.peak_mb:,.0f} MB, {c.problems:,} problem lines "
             f"({c.located:,} with file:line)"
+        )
+
+
+def print_pairs(
+    paired: dict[int, list[tuple[float, float]]], passes: dict[tuple[int, str], list[float]], ref: int
+) -> None:
+    """The comparisons made at one moment: clusterdns' first second against the warmed reference measured
+    right after it, start by start, and clusterdns against clusterdns before, pass by pass."""
+    for size, pairs in paired.items():
+        ratios = [first / qps for first, qps in pairs]
+        each = ", ".join(f"{first:,.0f} / {qps:,.0f} = {first / qps:.2f}x" for first, qps in pairs)
+        print(
+            f"\nclusterdns, first second of UDP at {size:,} Services / warmed UDP at {ref:,} right after it, "
+            f"start by start: {each}; median {statistics.median(ratios):.2f}x (issue 10: at least 0.9x)"
+        )
+    for (size, mode), ratios in passes.items():
+        each = ", ".join(f"{r:.2f}x" for r in ratios)
+        print(
+            f"\nclusterdns / clusterdns before, {size:,} Services, {mode.upper()}, pass by pass: {each}; "
+            f"median {statistics.median(ratios):.2f}x"
         )
 
 
