@@ -8,7 +8,9 @@ every process. Here the name is looked up whole in a table of the Services' name
 and the answer written as `renderer.encode` writes it: every owner name is the question's by compression
 (`c00c`, or a pointer to the Service's or the zone's name inside the question), and so are the SOA's
 names. The bytes are those of the general path, by construction and by test (tests/test_direct.py compares
-the two over every shape, letter case, flag and EDNS variant).
+the two over every shape, letter case, flag and EDNS variant). A name that cannot exist is told from its
+first label and its parent's shape below the zone, which is kept (a cluster's search-path expansions have a
+few thousand parents), so that a first question costs what a repeat does.
 
 Anything else gets None and takes the general path: names outside the cluster zone, endpoints, pods,
 namespaces and the zone's own names, ExternalName and headless Services, zone transfers and classes other
