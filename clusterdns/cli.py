@@ -389,6 +389,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return daemon.load()
 
             daemon.workers = fork_workers(args.workers - 1, sockets, server, worker_reload)
+            responder.touch()  # as each worker does: the copies fork's sharing calls for, made before answering
         return asyncio.run(daemon.run(responder, sockets))
     except (BindError, ProxyError) as exc:
         print(f"clusterdns: error: {exc}", file=sys.stderr)

@@ -445,6 +445,7 @@ def fork_workers(count: int, sockets: Sockets, server: DNSServer, reload: Callab
             if server.forwarder is not None:  # forwarded queries need an event loop: one of its own
                 server.loop = asyncio.new_event_loop()
                 threading.Thread(target=server.loop.run_forever, name="forward", daemon=True).start()
+            server.responder.touch()
             _udp_loop(server, sockets.udp, threading.Event())
         finally:
             os._exit(0)
