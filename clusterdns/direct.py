@@ -73,7 +73,6 @@ class Direct:
             bytes((len(hostmaster),)) + hostmaster.encode(),
             struct.pack("!IIIII", *numbers),
         )
-        self._denials: dict[int, bytes] = {}  # the SOA, by the offset of the zone's name in the message
         self._kinds: dict[tuple[bytes, int], Kind] = {}
         self.one_a = self._kind(_counts(1, 0), A)
         self.no_aaaa = self._kind(_NODATA, AAAA)
@@ -132,12 +131,10 @@ class Direct:
 
     def _soa_at(self, zone_at: int) -> bytes:
         """The authority section of a denial: the zone's SOA, its names pointing at the zone's name in the
-        question, at offset `zone_at` of the message."""
-        soa = self._denials.get(zone_at)
-        if soa is None:
-            fixed, mname, rname, numbers = self._soa
-            to_zone = struct.pack("!H", 0xC000 | zone_at)
-            soa = self._denials[zone_at] = to_zone + fixed + mname + to_zone + rname + to_zone + numbers
+        question, at offset `zone_at` of the message (worked out once per name length: `denial`)."""
+        fixed, mname, rname, numbers = self._soa
+        to_zone = struct.pack("!H", 0xC000 | zone_at)
+        soa: bytes = to_zone + fixed + mname + to_zone + rname + to_zone + numbers
         return soa
 
     def answer(self, name: bytes, tail: bytes) -> Made | None:
@@ -205,20 +202,18 @@ class Direct:
         a name under the zone, neither a Service's nor in a tree with other names (CoreDNS parse.go), as the
         search-path expansions of a Service's name are (`<svc>.<ns>.svc.<zone>.<zone>`). Its denial is
         `denial[len(name)]` with the kind `nxdomain(qtype)`."""
-        first = name[0] if name else 0
-        if 0 < first < 64 and len(name) <= 255:
-            shape = self._parent(name[first + 1 :])
-            if shape is not None and shape[0]:
-                labels, tree = shape
-                return labels >= 5 if tree == b"svc" else tree not in _NOT_NONE
-        return False
+        shape = self._shape(name) if name and len(name) <= 255 else None
+        if shape is None or shape[0] < 2:  # below the zone itself, its first label is the tree: answer() reads it
+            return False
+        labels, tree = shape
+        return labels > 5 if tree == b"svc" else tree not in _NOT_NONE
 
     def nxdomain(self, qtype: int) -> Kind:
         return self._kind(_NXDOMAIN, qtype)
 
     def _shape(self, name: bytes) -> tuple[int, bytes] | None:
-        """How many labels `name` (which ends with the zone's name, in lower case) has below the zone, and the
-        last of them; None when its labels don't end where the zone's name begins."""
+        """How many labels `name` has below the zone, and the last of them; None when its labels don't end where
+        the zone's name begins. The last label is in lower case when it is not the first (else as asked)."""
         first = name[0]
         if not 0 < first < 64:
             return None

@@ -91,6 +91,11 @@ def cluster_ip(i: int) -> str:
     return f"10.{k >> 16}.{(k >> 8) & 255}.{k & 255}"
 
 
+def last_service(n: int) -> str:
+    """The name of the last of `generate`'s n Services: its A record is the first answer waited for."""
+    return f"svc-{n - 1}.ns-{(n - 1) % max(1, n // 50)}.svc.cluster.local"
+
+
 def generate(out: str, n: int, peers: bool = True) -> None:
     """N services over N/50 namespaces, cluster IPs from 10.0.1.0, one port `http` 80/TCP each."""
     namespaces = max(1, n // 50)
@@ -458,8 +463,7 @@ def start_reference(fx: str, args: argparse.Namespace) -> Server | None:
     size = args.reference
     generate(fx, size, peers=False)
     server = clusterdns(fx, "clusterdns reference", args.workers)
-    qname = f"svc-{size - 1}.ns-{(size - 1) % max(1, size // 50)}.svc.cluster.local"
-    if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
+    if not start(server, fx, last_service(size), cluster_ip(size - 1), args.startup_timeout):
         print(f"the reference clusterdns ({size:,} Services) did not answer within {args.startup_timeout:.0f} s")
         stop([server])
         return None
@@ -490,7 +494,7 @@ def run(
             if here != peers:
                 print(f"{size:>6} dnsmasq skipped: above --dnsmasq-max {args.dnsmasq_max} Services", flush=True)
             queries = os.path.join(fx, "queries.txt")
-            qname = f"svc-{size - 1}.ns-{(size - 1) % max(1, size // 50)}.svc.cluster.local"
+            qname = last_service(size)
             try:
                 # `--starts` rounds; in each, every server in turn is started on fresh state, timed to its
                 # first answer and given the first-use run, then stopped, except in the last round.
