@@ -150,12 +150,13 @@ class Responder:
         self._made: dict[bytes, Made] = {}
 
     def touch(self) -> None:
-        """Take a reference to every value of the table of Services' names once, as answering does: call it
-        right after fork(). Answering writes each value's reference count, so the first question for each
-        name after a fork copies the page that holds it (copy-on-write) in both processes, from memory that
-        is no longer in the CPU's caches; here those copies are made before the first question instead.
-        At 100,000 Services it takes 10-20 ms; the first second of UDP measured about 5% higher."""
-        for _value in self._names.values():
+        """Take a reference to every key and value of the table of Services' names once, as answering does:
+        call it right after fork(). A lookup writes the reference count of the key it compares and the
+        value it takes, so the first question for each name after a fork copies the pages that hold them
+        (copy-on-write) in both processes, from memory that is no longer in the CPU's caches; here those
+        copies are made before the first question instead. At 100,000 Services it takes about 30 ms a
+        process, and the first second of answering makes about 130 page faults instead of 2,100."""
+        for _item in self._names.items():
             pass
 
     def respond(self, query: bytes, tcp: bool = False, client: str = "127.0.0.1") -> Result:

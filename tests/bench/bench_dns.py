@@ -3,7 +3,7 @@
 
     python tests/bench/bench_dns.py [--sizes 1000,10000,100000] [--seconds 10] [--modes udp,tcp]
         [--workers N] [--peers BIND,Knot,NSD,dnsmasq] [--dnsmasq-max 10000] [--check-size 100000]
-        [--baseline DIR] [--starts 3] [--reference 1000]
+        [--baseline DIR] [--starts 3] [--reference 1000] [--paired 10]
 
 For each size, one cluster is written three ways: Kubernetes manifests (for clusterdns), a zone file
 (BIND, Knot and NSD, each authoritative for it) and host-record/srv-host lines (dnsmasq). The query mix
@@ -27,8 +27,11 @@ figures are the medians). For each, the table shows:
 This machine's speed drifts by 10-20% from minute to minute, more than some differences measured here, so
 two comparisons are also made at one moment:
 - a "reference" clusterdns on its own cluster of `--reference` Services (1,000), started first and warmed,
-  runs for `--cold` seconds right after each first-use run of clusterdns: the first second of every start
-  is set against it, and the median of those ratios is printed;
+  runs through the whole run. After the rounds of starts, clusterdns is started `--paired` more times on
+  fresh state; right after each first answer it gets one second of UDP (its first second) and the
+  reference gets the next second: each first second is set against the reference's second, and the
+  median of those ratios is printed (one second apart, where single seconds swing by 10%, so many of
+  them);
 - with `--baseline`, clusterdns against clusterdns before within each pass (run one after the other),
   pass by pass, and their median.
 "clusterdns -m" is clusterdns with --http off: no metrics, so no counting; its row shows what counting
@@ -250,6 +253,42 @@ def start(server: Server, fx: str, qname: str, expected: str, timeout: float) ->
     return seconds is not None
 
 
+def start_fresh(server: Server, fx: str, size: int, timeout: float) -> bool:
+    """Start the server on fresh state (clusterdns: no --state left from before) and wait for its first
+    answer; when none comes, say why, with the end of its log."""
+    if server.state:
+        shutil.rmtree(server.state, ignore_errors=True)
+    if start(server, fx, last_service(size), cluster_ip(size - 1), timeout):
+        return True
+    state = "exited" if server.proc and server.proc.poll() is not None else "no answer"
+    print(f"{server.name}: {state} within {timeout:.0f} s on port {server.port}")
+    with open(os.path.join(fx, server.log), errors="replace") as log:
+        print(log.read()[-2000:])
+    return False
+
+
+def paired_starts(
+    server: Server, reference: Server, fx: str, size: int, queries: str, args: argparse.Namespace
+) -> list[tuple[float, float]] | None:
+    """clusterdns stopped and started `--paired` times on fresh state: right after each first answer, one
+    second of UDP from it (its first second), then one second from the warmed reference right after. The
+    (first second, reference) pairs; None when a start failed. The last start is left running."""
+    pairs = []
+    for n in range(args.paired):
+        stop([server])
+        if not start_fresh(server, fx, size, args.startup_timeout):
+            return None
+        first = dnsperf(server.port, queries, 1, "udp")["qps"]
+        ref = dnsperf(reference.port, reference.queries, 1, "udp")["qps"]
+        pairs.append((first, ref))
+        print(
+            f"{size:>6} {server.name:<13} paired start {n + 1}: first second {first:>8.0f} QPS, the reference "
+            f"({args.reference:,} Services, warmed) the second after {ref:>8.0f} QPS: {first / ref:.2f}x",
+            flush=True,
+        )
+    return pairs
+
+
 def first_answer(port: int, qname: str, expected: str, proc: subprocess.Popen[bytes], deadline: float) -> float | None:
     """Ask for qname's A record every 25 ms until a reply holds `expected`; the time of that reply, or
     None when the process exits or the deadline passes."""
@@ -421,7 +460,10 @@ def main() -> int:
         "--reference",
         type=int,
         default=1000,
-        help="Services of the warmed clusterdns measured right after each clusterdns first-use run (0: none)",
+        help="Services of the warmed clusterdns that each first second of clusterdns is set against (0: none)",
+    )
+    parser.add_argument(
+        "--paired", type=int, default=10, help="starts of clusterdns whose first second is set against the reference"
     )
     parser.add_argument("--check-size", type=int, default=100_000, help="Services for `check` (0: no check)")
     parser.add_argument("--check-timeout", type=float, default=120, help="seconds before `check` is killed")
@@ -458,8 +500,8 @@ def main() -> int:
 
 def start_reference(fx: str, args: argparse.Namespace) -> Server | None:
     """clusterdns on its own cluster of `--reference` Services, started and warmed up, kept running for the
-    whole run: measured right after each first-use run of clusterdns, so that the two are compared at the
-    same moment (this machine's speed drifts by 10-20% from minute to minute)."""
+    whole run: measured the second after each paired first second of clusterdns, so that the two are
+    compared at one moment (this machine's speed drifts by 10-20% from minute to minute)."""
     size = args.reference
     generate(fx, size, peers=False)
     server = clusterdns(fx, "clusterdns reference", args.workers)
@@ -494,7 +536,6 @@ def run(
             if here != peers:
                 print(f"{size:>6} dnsmasq skipped: above --dnsmasq-max {args.dnsmasq_max} Services", flush=True)
             queries = os.path.join(fx, "queries.txt")
-            qname = last_service(size)
             try:
                 # `--starts` rounds; in each, every server in turn is started on fresh state, timed to its
                 # first answer and given the first-use run, then stopped, except in the last round.
@@ -502,13 +543,7 @@ def run(
                 colds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
                 for round_ in range(args.starts):
                     for server in servers:
-                        if server.state:
-                            shutil.rmtree(server.state, ignore_errors=True)
-                        if not start(server, fx, qname, cluster_ip(size - 1), args.startup_timeout):
-                            state = "exited" if server.proc and server.proc.poll() is not None else "no answer"
-                            print(f"{server.name}: {state} within {args.startup_timeout:.0f} s on port {server.port}")
-                            with open(os.path.join(fx, server.log), errors="replace") as log:
-                                print(log.read()[-2000:])
+                        if not start_fresh(server, fx, size, args.startup_timeout):
                             return 1
                         # First use: straight after the first answer, no warm-up.
                         cold = dnsperf(server.port, queries, args.cold, "udp", per_second=True)
@@ -519,15 +554,6 @@ def run(
                             f"first second {cold['first']:>8.0f} QPS, first {args.cold} s {cold['qps']:>8.0f} QPS",
                             flush=True,
                         )
-                        if server.name == "clusterdns" and reference is not None:
-                            dnsperf(reference.port, reference.queries, 1, "udp")  # after its idle time
-                            ref = dnsperf(reference.port, reference.queries, args.cold, "udp")
-                            paired.setdefault(size, []).append((cold["first"], ref["qps"]))
-                            print(
-                                f"{size:>6} {'':<13} the reference ({args.reference:,} Services, warmed) right "
-                                f"after: {ref['qps']:>8.0f} QPS; first second / it: {cold['first'] / ref['qps']:.2f}x",
-                                flush=True,
-                            )
                         if round_ + 1 < args.starts:
                             stop([server])
                 for server in servers:  # the medians of the rounds
@@ -535,6 +561,11 @@ def run(
                     server.cold = {
                         key: statistics.median(c[key] for c in colds[server.name]) for key in ("first", "qps")
                     }
+                if reference is not None and args.paired:
+                    pairs = paired_starts(servers[0], reference, fx, size, queries, args)
+                    if pairs is None:
+                        return 1
+                    paired[size] = pairs
                 for mode in modes:
                     # Each server is measured `--passes` times, the order reversed on every other pass:
                     # the first server measured in a block came out slower, whichever it was. The best
@@ -626,13 +657,13 @@ def print_tables(
 def print_pairs(
     paired: dict[int, list[tuple[float, float]]], passes: dict[tuple[int, str], list[float]], ref: int
 ) -> None:
-    """The comparisons made at one moment: clusterdns' first second against the warmed reference measured
+    """The comparisons made at one moment: clusterdns' first second against the warmed reference's second
     right after it, start by start, and clusterdns against clusterdns before, pass by pass."""
     for size, pairs in paired.items():
         ratios = [first / qps for first, qps in pairs]
         each = ", ".join(f"{first:,.0f} / {qps:,.0f} = {first / qps:.2f}x" for first, qps in pairs)
         print(
-            f"\nclusterdns, first second of UDP at {size:,} Services / warmed UDP at {ref:,} right after it, "
+            f"\nclusterdns, first second of UDP at {size:,} Services / warmed UDP at {ref:,} the second after, "
             f"start by start: {each}; median {statistics.median(ratios):.2f}x"
             + (" (issue 10: at least 0.9x)" if size == 100_000 else "")
         )
