@@ -556,16 +556,16 @@ def run(
                         )
                         if round_ + 1 < args.starts:
                             stop([server])
-                for server in servers:  # the medians of the rounds
-                    server.startup = statistics.median(starts[server.name])
-                    server.cold = {
-                        key: statistics.median(c[key] for c in colds[server.name]) for key in ("first", "qps")
-                    }
                 if reference is not None and args.paired:
                     pairs = paired_starts(servers[0], reference, fx, size, queries, args)
                     if pairs is None:
                         return 1
                     paired[size] = pairs
+                for server in servers:  # the medians of the rounds (not of the paired starts)
+                    server.startup = statistics.median(starts[server.name])
+                    server.cold = {
+                        key: statistics.median(c[key] for c in colds[server.name]) for key in ("first", "qps")
+                    }
                 for mode in modes:
                     # Each server is measured `--passes` times, the order reversed on every other pass:
                     # the first server measured in a block came out slower, whichever it was. The best
