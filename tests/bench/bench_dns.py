@@ -505,8 +505,7 @@ def start_reference(fx: str, args: argparse.Namespace) -> Server | None:
     size = args.reference
     generate(fx, size, peers=False)
     server = clusterdns(fx, "clusterdns reference", args.workers)
-    if not start(server, fx, last_service(size), cluster_ip(size - 1), args.startup_timeout):
-        print(f"the reference clusterdns ({size:,} Services) did not answer within {args.startup_timeout:.0f} s")
+    if not start_fresh(server, fx, size, args.startup_timeout):
         stop([server])
         return None
     server.queries = os.path.join(fx, "queries.txt")
