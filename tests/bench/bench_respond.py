@@ -25,16 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_dns import ROOT, generate
 
 CHILD = """
-import os, statistics, sys, time
+import os, pathlib, statistics, sys, time
 import dns.message
-from clusterdns.allocate import Store
-from clusterdns.records import Zone
+fx, processes = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))  # the checkout's own, as its tests load zones
+from dns_helpers import load_zone
 from clusterdns.registry import Config
 from clusterdns.respond import Responder
-from clusterdns.zones import Zones
-fx, processes = sys.argv[1], int(sys.argv[2])
-registry = Zones(os.path.join(fx, "zones"), Config(service_cidrs=("10.0.0.0/12",)), Store(None)).load(1.0)
-responder = Responder(Zone(registry, ttl=5, pods="insecure", serial=1))
+responder = Responder(load_zone(pathlib.Path(fx, "zones"), Config(service_cidrs=("10.0.0.0/12",))))
 queries = []
 with open(os.path.join(fx, "queries.txt")) as f:
     for i, line in enumerate(f):
